@@ -1,0 +1,69 @@
+"""The dense baseline, cached on disk by a hash of exactly what determines it, so every method
+in a sweep starts from the same weights. A cache file that cannot be read is rebuilt (and the
+run says so); writes are atomic, so a killed run never leaves half a file behind."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunebench.records import write_atomic
+
+log = logging.getLogger("prunebench")
+CACHE_FORMAT = 1
+
+
+def baseline_key(cfg: dict[str, Any]) -> str:
+    """Hash of the task, the data, the budget's baseline part and the seed."""
+    data = cfg["data"]
+    budget = cfg["budget"]
+    ident = {
+        "format": CACHE_FORMAT,
+        "task": cfg["task"],
+        "data": {k: data.get(k) for k in ("source", "root", "embedded_seed", "val_fraction")},
+        "budget": {"baseline_epochs": budget["baseline_epochs"], "data": budget["data"]},
+        "trainer_precision": cfg["trainer"].get("precision"),
+        "seed": cfg["seed"],
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_or_train(
+    model: nn.Module,
+    cache_dir: str | Path,
+    key: str,
+    train: Callable[[nn.Module], dict[str, float]],
+) -> dict[str, Any]:
+    """Load the cached baseline ``key`` into ``model``, or train it with ``train`` and cache it.
+
+    Args:
+        model: a freshly built dense model; receives the baseline weights in place.
+        train: trains ``model`` in place and returns its metrics (``val/…``, ``test/…``).
+
+    Returns:
+        ``{"hash", "source": "cache"|"trained", "path", "metrics"}``.
+    """
+    path = Path(cache_dir) / "baselines" / f"{key}.pt"
+    if path.exists():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("format") != CACHE_FORMAT:
+                raise ValueError(f"format {blob.get('format')!r}")
+            model.load_state_dict(blob["state_dict"])
+            return {"hash": key, "source": "cache", "path": str(path), "metrics": dict(blob["metrics"])}
+        except Exception as exc:  # noqa: BLE001 — any unreadable cache is rebuilt
+            log.warning("cached baseline %s is corrupt (%s); rebuilding it", path, exc)
+            print(f"warning: cached baseline {path} is corrupt ({type(exc).__name__}); rebuilding it")
+    metrics = train(model)
+    buf = io.BytesIO()
+    torch.save({"format": CACHE_FORMAT, "state_dict": model.state_dict(), "metrics": metrics}, buf)
+    write_atomic(path, buf.getvalue())
+    return {"hash": key, "source": "trained", "path": str(path), "metrics": metrics}

@@ -1,0 +1,86 @@
+"""MACs, parameters and latency, under one convention (DESIGN.md §4).
+
+MACs are multiply-accumulates of conv and linear layers at batch 1, counted by
+``torch.utils.flop_counter.FlopCounterMode`` (aten-level FLOPs ÷ 2); bias, BN, activations and
+pooling are not counted, and a module called twice counts twice. Count a masked model through its
+slimmed copy (``prunebench.slim.slim``): only surviving structure counts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class MacCount:
+    """Total MACs and the MACs of each leaf module (name as in ``model.named_modules()``)."""
+
+    total: int
+    per_module: dict[str, int] = field(default_factory=dict)
+
+
+def _as_args(example_input: torch.Tensor | tuple) -> tuple:
+    return example_input if isinstance(example_input, tuple) else (example_input,)
+
+
+def count_macs(model: nn.Module, example_input: torch.Tensor | tuple) -> MacCount:
+    """Count the MACs of one forward pass on ``example_input`` (batch 1 by convention)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*_as_args(example_input))
+    finally:
+        model.train(was_training)
+    root = type(model).__name__
+    leaves = {name for name, m in model.named_modules() if not list(m.children())}
+    per_module: dict[str, int] = {}
+    for key, ops in counter.get_flop_counts().items():
+        name = key[len(root) + 1 :] if key.startswith(root + ".") else key
+        if name in leaves:
+            per_module[name] = sum(ops.values()) // 2
+    return MacCount(total=counter.get_total_flops() // 2, per_module=per_module)
+
+
+def count_params(model: nn.Module) -> int:
+    """Every trainable parameter, BN affine included."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flops_from_macs(macs: int) -> int:
+    """Convert to the FLOPs convention some papers use (FLOPs = 2 × MACs)."""
+    return 2 * macs
+
+
+@torch.no_grad()
+def measure_latency_ms(
+    model: nn.Module, example_batch: torch.Tensor, repeats: int = 20, warmup: int = 5
+) -> dict[str, float]:
+    """Median (and min/max) wall time of one forward pass, in milliseconds, on the input's device."""
+    was_training = model.training
+    model.eval()
+    sync = torch.cuda.synchronize if example_batch.is_cuda else (lambda: None)
+    try:
+        for _ in range(warmup):
+            model(example_batch)
+        sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(example_batch)
+            sync()
+            times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        model.train(was_training)
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "repeats": repeats,
+    }

@@ -1,0 +1,104 @@
+"""The Method protocol: a method decides *what* to keep; the core does everything else.
+
+``Method.compress(ctx)`` is the one entry point, whatever the shape of the algorithm
+(DESIGN.md §1). The pipeline always calls it on the starting model and then slims, finetunes and
+evaluates what it returns; it never asks which shape a method has.
+
+* **One-shot after training** (magnitude, random, CaP): score the units of ``ctx.structure``, call
+  ``ctx.solve(scores, allocation)`` and return the plan.
+* **Iterative after training** (KCP): loop — plan a step, ``ctx.apply_masks(plan)``,
+  ``ctx.train(epochs)`` to finetune briefly — until the target is met, and return the last plan.
+* **During training** (SPP, TRP from the baseline; LAPP with ``start = "scratch"``): pass a
+  :class:`TrainingHooks` to ``ctx.train(epochs, hooks)``; the one LightningModule calls the hooks
+  (extra loss term, before/after the optimiser step) while the core owns the loop. Then return the
+  structure the training found.
+
+A method never slices tensors, counts MACs or owns a training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from prunebench.masks import apply_masks
+from prunebench.plan import Plan
+from prunebench.structure import MacModel, Structure
+from prunebench.target import solve
+
+
+class TrainingHooks:
+    """Training-time behaviour a method adds; every hook is a no-op by default."""
+
+    def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        """A term added to the task loss (e.g. a regulariser or a MACs constraint)."""
+        return None
+
+    def before_optimizer_step(self, model: nn.Module, step: int) -> None:
+        """After backward, before the update (e.g. to edit gradients)."""
+
+    def after_optimizer_step(self, model: nn.Module, step: int) -> None:
+        """After the update (e.g. to project or restore weights)."""
+
+
+@dataclass
+class CompressContext:
+    """What a method sees: layers and their coupling, a MACs model, a target and training.
+
+    Attributes:
+        model: the starting model (baseline weights, or fresh for ``start = "scratch"``).
+        structure: the prunable channel groups.
+        mac_model: MACs as a function of group widths.
+        macs_reduction: target fraction of dense MACs removed.
+        seed: the run's seed (derive every random draw from it).
+        train: ``train(epochs, hooks)`` trains ``model`` in place under the core's loop.
+        calib_loader: ``calib_loader(fraction)`` → a loader over part of the training split.
+    """
+
+    model: nn.Module
+    structure: Structure
+    mac_model: MacModel
+    macs_reduction: float
+    seed: int
+    train: Callable[[int, TrainingHooks | None], None]
+    calib_loader: Callable[[float], DataLoader]
+
+    def solve(self, scores: dict[str, torch.Tensor], allocation: str = "global") -> Plan:
+        """Plan that prunes the lowest scores to hit the target (see ``prunebench.target``)."""
+        return solve(scores, self.mac_model, self.macs_reduction, allocation)
+
+    def apply_masks(self, plan: Plan) -> None:
+        """Mask ``model`` in place so training respects ``plan``."""
+        apply_masks(self.model, plan, self.structure)
+
+    def weight(self, root: str) -> torch.Tensor:
+        """The weight of a group's root layer (read-only use)."""
+        return self.model.get_submodule(root).weight.detach()
+
+
+class Method:
+    """Base class. Subclasses set ``start`` and ``finetune`` and implement :meth:`compress`.
+
+    Attributes:
+        start: ``"baseline"`` (from the shared dense baseline) or ``"scratch"``.
+        finetune: whether the finetune stage runs after compression.
+    """
+
+    start: ClassVar[str] = "baseline"
+    finetune: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__module__.rsplit(".", 1)[-1]
+
+    def hparams(self) -> dict:
+        """Hyper-parameters for the record (the dataclass fields of a method, by default)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def compress(self, ctx: CompressContext) -> Plan:
+        raise NotImplementedError

@@ -1,0 +1,107 @@
+"""The one LightningModule: a task's model, loss and metrics, plus a method's training hooks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from prunebench.method import TrainingHooks
+from tasks.base import OptimSpec, Task
+
+
+class PruneModule(pl.LightningModule):
+    """Trains, validates and tests ``model`` for ``task``; metrics are logged as
+    ``<stage>/<split>/<metric>`` during training and ``<split>/<metric>`` for the final test.
+
+    Args:
+        model: the network (trained in place).
+        task: loss and metrics.
+        optim: this stage's optimiser recipe.
+        stage: ``baseline``, ``compress`` or ``finetune`` — a prefix for logged curves.
+        hooks: a method's training-time hooks (None: plain training).
+    """
+
+    def __init__(self, model: nn.Module, task: Task, optim: OptimSpec, stage: str,
+                 hooks: TrainingHooks | None = None) -> None:
+        super().__init__()
+        self.model, self.task, self.optim, self.stage = model, task, optim, stage
+        self.hooks = hooks or TrainingHooks()
+        self.val_metrics = nn.ModuleDict(task.metrics())
+        self.test_metrics = nn.ModuleDict(task.metrics())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, _ = self.task.split_batch(batch)
+        loss = self.task.loss(self.model(x), batch)
+        extra = self.hooks.extra_loss(self.model, self.global_step)
+        if extra is not None:
+            self.log(f"{self.stage}/train/extra_loss", extra)
+            loss = loss + extra
+        self.log(f"{self.stage}/train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.hooks.before_optimizer_step(self.model, self.global_step)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.hooks.after_optimizer_step(self.model, self.global_step)
+
+    def _eval_step(self, batch, metrics: nn.ModuleDict) -> None:
+        x, y = self.task.split_batch(batch)
+        out = self.model(x)
+        for m in metrics.values():
+            m.update(out, y)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        for k, m in self.val_metrics.items():
+            self.log(f"{self.stage}/val/{k}", m.compute(), prog_bar=k == self.task.metric)
+            m.reset()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        for k, m in self.test_metrics.items():
+            self.log(f"test/{k}", m.compute())
+            m.reset()
+
+    def configure_optimizers(self):
+        o = self.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                              nesterov=o.nesterov)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        milestones = sorted({max(1, round(f * epochs)) for f in o.milestones if round(f * epochs) < epochs})
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=o.gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class KeepBest(pl.Callback):
+    """Keep, in memory, the model weights of the best validation epoch (checkpoint selection on
+    the validation split only) and restore them when training ends."""
+
+    def __init__(self, key: str, higher_is_better: bool) -> None:
+        self.key, self.sign = key, 1.0 if higher_is_better else -1.0
+        self.best: float | None = None
+        self.state: dict | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: PruneModule) -> None:
+        value = trainer.callback_metrics.get(self.key)
+        if value is None or trainer.sanity_checking:
+            return
+        value = float(value)
+        if self.best is None or self.sign * value > self.sign * self.best:
+            self.best = value
+            self.state = copy.deepcopy(pl_module.model.state_dict())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: PruneModule) -> None:
+        if self.state is not None:
+            pl_module.model.load_state_dict(self.state)

@@ -1,0 +1,211 @@
+"""The four stages — baseline, compress, finetune, evaluate — for any task × method.
+
+The pipeline never asks which method or task it runs: a method's shape (one-shot, iterative,
+during-training) lives entirely inside ``Method.compress`` (see ``prunebench.method``).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+import subprocess
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from prunebench import report
+from prunebench.baseline import baseline_key, load_or_train
+from prunebench.errors import ConfigError
+from prunebench.measure import count_macs, count_params, measure_latency_ms
+from prunebench.method import CompressContext, Method, TrainingHooks
+from prunebench.module import KeepBest, PruneModule
+from prunebench.records import SCHEMA_VERSION, read_record, write_record
+from prunebench.slim import slim
+from prunebench.structure import MacModel, Structure
+from prunebench.target import validate_target
+from prunebench.tracking import Tracker
+from tasks.base import Task
+
+VOLATILE_KEYS = ("paths", "logger", "overwrite")  # do not change a run's numbers
+
+
+def _quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+
+
+def point_id(cfg: dict[str, Any]) -> str:
+    """A run point's identity: readable fields plus a hash of everything that changes numbers."""
+    ident = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return (f"{cfg['task']['name']}-{cfg['method']['name']}-r{cfg['target']['macs_reduction']}"
+            f"-s{cfg['seed']}-{cfg['budget']['name']}-{cfg['data']['source']}-{digest}")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Pipeline:
+    """One run point: ``Pipeline(cfg).run()`` returns the record it wrote."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        validate_target(self.cfg["target"]["macs_reduction"])
+        self.seed = int(self.cfg["seed"])
+        self.task: Task = instantiate(cfg.task, _convert_="all")
+        method_cfg = {k: v for k, v in self.cfg["method"].items() if k != "name"}
+        self.method: Method = instantiate(method_cfg, _convert_="all")
+        if self.method.start not in ("baseline", "scratch"):
+            raise ConfigError(f"method start={self.method.start!r}; choices: baseline, scratch")
+        self.point_id = point_id(self.cfg)
+        self.record_path = (Path(self.cfg["paths"]["results_dir"]) / "records" / self.cfg["task"]["name"]
+                            / f"{self.point_id}.json")
+        self.stage_seconds: dict[str, float] = {}
+
+    # -- training under the core's loop -------------------------------------------------------
+    def fit(self, model: nn.Module, stage: str, epochs: int, recipe: str,
+            hooks: TrainingHooks | None = None) -> None:
+        """Train ``model`` in place for ``epochs``; keep the best validation epoch's weights."""
+        if epochs <= 0:
+            return
+        pl.seed_everything(self.seed + sum(map(ord, stage)), workers=True, verbose=False)
+        module = PruneModule(model, self.task, self.task.recipe[recipe], stage, hooks)
+        best = KeepBest(f"{stage}/val/{self.task.metric}", self.task.higher_is_better)
+        trainer = pl.Trainer(
+            max_epochs=epochs, logger=self.tracker.lightning_logger(), callbacks=[best],
+            enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+            default_root_dir=self.cfg["paths"]["runs_dir"], **self.cfg["trainer"],
+        )
+        trainer.fit(module, datamodule=self.dm)
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, float]:
+        module = PruneModule(model, self.task, self.task.recipe["baseline"], "eval")
+        trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                             **self.cfg["trainer"])
+        if split == "val":  # PruneModule logs val under the stage prefix
+            out = trainer.validate(module, datamodule=self.dm, verbose=False)[0]
+            return {f"val/{k.split('/')[-1]}": float(v) for k, v in out.items()}
+        return {k: float(v) for k, v in trainer.test(module, datamodule=self.dm, verbose=False)[0].items()}
+
+    def _timed(self, stage: str, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        self.stage_seconds[stage] = round(time.perf_counter() - start, 3)
+        return out
+
+    # -- the stages -------------------------------------------------------------------------
+    def _baseline(self) -> tuple[nn.Module, dict[str, Any]]:
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+        model = self.task.build_model()
+
+        def train(m: nn.Module) -> dict[str, float]:
+            self.fit(m, "baseline", int(self.cfg["budget"]["baseline_epochs"]), "baseline")
+            return {**self.evaluate(m, "val"), **self.evaluate(m, "test")}
+
+        info = load_or_train(model, self.cfg["paths"]["cache_dir"], baseline_key(self.cfg), train)
+        return model, info
+
+    def _compress(self, baseline: nn.Module) -> tuple[nn.Module, nn.Module, Any, MacModel]:
+        if self.method.start == "scratch":
+            pl.seed_everything(self.seed + 1, workers=True, verbose=False)
+            model = self.task.build_model()
+        else:
+            model = copy.deepcopy(baseline)
+        example = self.task.example_input()
+        structure = Structure(model, example, self.task.prunable_layers(model),
+                              self.task.protected_layers(model))
+        mac_model = MacModel(model, example, structure)
+        ctx = CompressContext(
+            model=model, structure=structure, mac_model=mac_model,
+            macs_reduction=float(self.cfg["target"]["macs_reduction"]), seed=self.seed,
+            train=lambda epochs, hooks=None: self.fit(model, "compress", epochs, "finetune", hooks),
+            calib_loader=self.dm.calib_dataloader,
+        )
+        plan = self.method.compress(ctx)
+        return model, slim(model, plan, example), plan, mac_model
+
+    def run(self) -> dict[str, Any]:
+        if self.record_path.exists() and not self.cfg.get("overwrite", False):
+            record = read_record(self.record_path)
+            print(f"record exists: {self.record_path} (pass overwrite=true to run this point again)")
+            report.print_summary(record, self.record_path)
+            return record
+        _quiet_lightning()
+        sizes = self.cfg["budget"]["data"]
+        self.dm = self.task.datamodule(self.cfg["data"], sizes, self.seed)
+        self.tracker = Tracker(self.cfg["logger"], self.point_id, self.cfg)
+        baseline, info = self._timed("baseline", self._baseline)
+        _, compressed, plan, mac_model = self._timed("compress", self._compress, baseline)
+        if self.method.finetune:
+            self._timed("finetune", self.fit, compressed, "finetune",
+                        int(self.cfg["budget"]["finetune_epochs"]), "finetune")
+        test = self._timed("evaluate", self.evaluate, compressed, "test")
+        record = self._record(baseline, compressed, plan, mac_model, info, test)
+        write_record(record, self.record_path)
+        report.print_summary(record, self.record_path)
+        return record
+
+    def _record(self, baseline, compressed, plan, mac_model, info, test) -> dict[str, Any]:
+        example = self.task.example_input()
+        macs_dense, macs_comp = count_macs(baseline, example), count_macs(compressed, example)
+        lat = self.cfg["budget"]["latency"]
+        latency = None
+        if lat.get("batch"):
+            batch = self.task.example_input(int(lat["batch"]))
+            dense_ms = measure_latency_ms(baseline, batch, lat["repeats"], lat["warmup"])["median_ms"]
+            comp_ms = measure_latency_ms(compressed, batch, lat["repeats"], lat["warmup"])["median_ms"]
+            latency = {"device": "cpu", "batch": int(lat["batch"]), "dense_median_ms": dense_ms,
+                       "compressed_median_ms": comp_ms, "speedup": dense_ms / comp_ms}
+        rows = report.layer_rows(baseline, compressed, macs_dense, macs_comp)
+        self.tracker.log_layers(rows)
+        achieved = 1 - macs_comp.total / macs_dense.total
+        summary = {**test, "macs_reduction": achieved, "macs": macs_comp.total}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": uuid.uuid4().hex[:12],
+            "point_id": self.point_id,
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(),
+            "status": "ok",
+            "failure_reason": None,
+            "task": self.task.name,
+            "method": self.cfg["method"]["name"],
+            "method_hparams": self.method.hparams(),
+            "seed": self.seed,
+            "budget": self.cfg["budget"]["name"],
+            "data_source": self.cfg["data"]["source"],
+            "target_macs_reduction": float(self.cfg["target"]["macs_reduction"]),
+            "achieved_macs_reduction": achieved,
+            "baseline": {"hash": info["hash"], "source": info["source"],
+                         "val": {k: v for k, v in info["metrics"].items() if k.startswith("val/")},
+                         "test": {k: v for k, v in info["metrics"].items() if k.startswith("test/")}},
+            "metric": f"test/{self.task.metric}",
+            "higher_is_better": self.task.higher_is_better,
+            "test": test,
+            "macs": {"dense": macs_dense.total, "compressed": macs_comp.total,
+                     "predicted": mac_model.macs(plan.widths())},
+            "params": {"dense": count_params(baseline), "compressed": count_params(compressed)},
+            "latency": latency,
+            "stage_seconds": self.stage_seconds,
+            "plan_widths": plan.widths(),
+            "wandb": self.tracker.finish(summary),
+            "config": self.cfg,
+        }

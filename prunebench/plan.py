@@ -1,0 +1,68 @@
+"""A plan: what a method decided to keep, as plain JSON-serialisable data.
+
+Methods return plans; the core applies them (masks while training, physical slimming at the end).
+Entries are keyed by the name of the layer whose output channels form a coupled group (see
+``prunebench.structure``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+KINDS = ("filter",)
+
+
+@dataclass
+class PlanEntry:
+    """Keep ``keep`` (sorted indices) of the ``size`` units of one group.
+
+    Attributes:
+        kind: the unit: ``"filter"`` (output channels, with everything coupled to them).
+        size: number of units before pruning.
+        keep: indices kept, ascending.
+    """
+
+    kind: str
+    size: int
+    keep: list[int]
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"plan entry kind={self.kind!r}; choices: {KINDS}")
+        self.keep = sorted(int(i) for i in self.keep)
+        if not self.keep:
+            raise ValueError("a plan entry must keep at least one unit")
+        if self.keep[0] < 0 or self.keep[-1] >= self.size or len(set(self.keep)) != len(self.keep):
+            raise ValueError(f"plan entry keeps invalid indices for size {self.size}")
+
+    @property
+    def pruned(self) -> list[int]:
+        kept = set(self.keep)
+        return [i for i in range(self.size) if i not in kept]
+
+
+@dataclass
+class Plan:
+    """Module name → :class:`PlanEntry`. An empty plan means "keep everything" (dense)."""
+
+    entries: dict[str, PlanEntry] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"version": 1, "entries": {k: asdict(v) for k, v in self.entries.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        return cls({k: PlanEntry(**v) for k, v in data.get("entries", {}).items()})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def widths(self) -> dict[str, int]:
+        """Kept units per entry."""
+        return {k: len(v.keep) for k, v in self.entries.items()}

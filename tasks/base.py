@@ -1,0 +1,80 @@
+"""The Task protocol: model, data, loss, metrics and which layers may be pruned.
+
+Nothing in a task knows any method.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch import nn
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    """One stage's optimiser recipe. Milestones are fractions of the stage's epochs, so tiers
+    that shrink the epochs keep the schedule's shape."""
+
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    batch_size: int = 128
+
+
+class Task(ABC):
+    """Base class of every task.
+
+    Attributes:
+        name: the config name (``cifar10_resnet20``).
+        metric: the primary metric key without split (``top1``).
+        higher_is_better: the metric's direction.
+    """
+
+    name: str
+    metric: str
+    higher_is_better: bool = True
+
+    def __init__(self, name: str, recipe: dict, paper: dict | None = None) -> None:
+        self.name = name
+        self.paper = dict(paper or {})  # the paper tier's epochs (read by conf/budget/paper.yaml)
+        self.recipe = {stage: OptimSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+                       for stage, spec in recipe.items()}
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A fresh dense model."""
+
+    @abstractmethod
+    def datamodule(self, data: dict, sizes: dict, seed: int) -> pl.LightningDataModule:
+        """Train/val/test data; ``sizes`` caps each split (None = all)."""
+
+    @abstractmethod
+    def loss(self, output: torch.Tensor, batch) -> torch.Tensor:
+        """The training loss."""
+
+    @abstractmethod
+    def metrics(self) -> dict[str, torchmetrics.Metric]:
+        """Metric key (no split) → a fresh metric; the primary one is ``self.metric``."""
+
+    @abstractmethod
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        """An input of the task's stated size, for MAC counting and tracing."""
+
+    @abstractmethod
+    def prunable_layers(self, model: nn.Module) -> list[str]:
+        """Layers whose output channels may be pruned."""
+
+    @abstractmethod
+    def protected_layers(self, model: nn.Module) -> list[str]:
+        """Layers that must never change (first conv, prediction head)."""
+
+    def split_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target) of a batch."""
+        return batch[0], batch[1]

@@ -1,0 +1,3 @@
+from tasks.classification.task import CifarClassification
+
+__all__ = ["CifarClassification"]

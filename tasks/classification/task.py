@@ -1,0 +1,91 @@
+"""CIFAR-10 classification with He et al.'s ResNets, on embedded or on-disk data."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from prunebench.errors import ConfigError
+from tasks.base import Task
+from tasks.classification.cifar_disk import load_cifar10, split_train_val
+from tasks.classification.data import ClassificationData, ImageTensorDataset, cap
+from tasks.classification.embedded import make_shapes
+from tasks.classification.resnet_cifar import CifarResNet
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+SOURCES = ("embedded", "disk")
+
+
+class CifarClassification(Task):
+    """CIFAR ResNet-(6n+2), top-1 accuracy.
+
+    Args:
+        name: config name.
+        depth: 20 or 56 (any 6n+2).
+        shortcut: ``"A"`` (default, He et al.) or ``"B"``.
+        num_classes: 10.
+        recipe: stage → optimiser recipe (see ``tasks.base.OptimSpec``).
+    """
+
+    metric = "top1"
+    higher_is_better = True
+
+    def __init__(self, name: str, depth: int, recipe: dict, shortcut: str = "A",
+                 num_classes: int = 10, paper: dict | None = None) -> None:
+        super().__init__(name, recipe, paper)
+        self.depth, self.shortcut, self.num_classes = depth, shortcut, num_classes
+
+    def build_model(self, mid_widths: list[int] | None = None) -> nn.Module:
+        return CifarResNet(self.depth, self.num_classes, self.shortcut, mid_widths)
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        return torch.randn(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def prunable_layers(self, model: nn.Module) -> list[str]:
+        # Only channels inside blocks: the residual stream is coupled through option-A shortcuts.
+        return [n for n, _ in model.named_modules() if n.startswith("layer") and n.endswith(".conv1")]
+
+    def protected_layers(self, model: nn.Module) -> list[str]:
+        return ["conv1", "fc"]
+
+    def loss(self, output: torch.Tensor, batch) -> torch.Tensor:
+        return F.cross_entropy(output, batch[1])
+
+    def metrics(self) -> dict[str, torchmetrics.Metric]:
+        return {"top1": torchmetrics.Accuracy(task="multiclass", num_classes=self.num_classes)}
+
+    def datamodule(self, data: dict, sizes: dict, seed: int) -> ClassificationData:
+        """Build the splits.
+
+        Args:
+            data: the ``data`` config: ``source`` (embedded|disk), ``root``, ``val_fraction``,
+                ``embedded_seed``, ``num_workers``.
+            sizes: ``train``/``val``/``test`` caps from the budget (None = all; for embedded
+                data, the number generated).
+            seed: the run seed (batch order).
+        """
+        source = data.get("source")
+        if source == "embedded":
+            s = int(data.get("embedded_seed", 0))
+            train = make_shapes(sizes["train"], seed=s)
+            val = make_shapes(sizes["val"], seed=s + 1)
+            test = make_shapes(sizes["test"], seed=s + 2)
+            mean = tuple((train[0].reshape(-1, 3, 1024).mean((0, 2)) / 255).tolist())
+            std = tuple((train[0].reshape(-1, 3, 1024).std((0, 2)) / 255).tolist())
+        elif source == "disk":
+            raw = load_cifar10(data.get("root"))
+            train, val = split_train_val(raw["train"], float(data.get("val_fraction", 0.1)), seed=0)
+            train, val, test = cap(train, sizes["train"]), cap(val, sizes["val"]), cap(raw["test"], sizes["test"])
+            mean, std = CIFAR10_MEAN, CIFAR10_STD
+        else:
+            raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
+        ds = lambda a, aug: ImageTensorDataset(a[0], np.asarray(a[1]), mean, std, augment=aug)  # noqa: E731
+        return ClassificationData(
+            ds(train, True), ds(val, False), ds(test, False),
+            batch_size=self.recipe["baseline"].batch_size, seed=seed,
+            num_workers=int(data.get("num_workers", 0)), source=source,
+        )
