@@ -2,8 +2,8 @@
 
 A task declares which layers' output channels may be pruned; for each such *root* layer the
 dependency graph yields the coupled group: the layers whose output dimension shrinks with it
-(the root conv, its BN) and the layers whose input dimension shrinks (the next conv). Protected
-layers (first conv, classifier, …) must not appear in any group: that is checked here.
+(the root conv, its BN) and the layers whose input dimension shrinks (the next conv). The outputs
+of protected layers (first conv, classifier, …) must never shrink: that is checked here.
 
 :class:`MacModel` predicts the MACs of any choice of group widths from the dense per-module counts,
 so target solvers never rebuild the model; ``tests/`` check it against a real slimmed count.
@@ -79,11 +79,11 @@ class Structure:
                 side = group.out_members if dg.is_out_channel_pruning_fn(dep.handler) else group.in_members
                 if target not in side:
                     side.append(target)
-            touched = set(group.out_members) | set(group.in_members)
-            clash = sorted(touched & set(protected))
+            clash = sorted(set(group.out_members) & set(protected))
             if clash:
                 raise ConfigError(
-                    f"pruning the output channels of {root!r} would change protected layer(s) {clash}"
+                    f"pruning the output channels of {root!r} would shrink the outputs of "
+                    f"protected layer(s) {clash}"
                 )
             self.groups[root] = group
 

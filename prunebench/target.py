@@ -98,14 +98,14 @@ def solve(
         return n
 
     lo, hi = 0, len(candidates)
-    if reduction(counts(hi)) < target:
+    if reduction(counts(hi)) < target - 1e-9:
         raise ConfigError(
             f"target.macs_reduction={target} is unreachable: pruning every prunable unit but "
             f"{min_keep} per group removes {reduction(counts(hi)):.3f} of the MACs"
         )
     while lo < hi:  # smallest k whose reduction reaches the target
         mid = (lo + hi) // 2
-        if reduction(counts(mid)) >= target:
+        if reduction(counts(mid)) >= target - 1e-9:
             hi = mid
         else:
             lo = mid + 1

@@ -48,6 +48,6 @@ class Tracker:
         if self.run is None:
             return None
         self.run.summary.update(summary)
-        info = {"id": self.run.id, "mode": self.run.settings.mode, "dir": os.path.relpath(self.run.dir)}
+        info = {"id": self.run.id, "mode": self.run.settings.mode, "dir": os.path.relpath(os.path.dirname(self.run.dir))}
         self.run.finish()
         return info

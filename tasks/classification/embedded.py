@@ -40,6 +40,10 @@ def _shape_masks(u: np.ndarray, v: np.ndarray, label: np.ndarray) -> np.ndarray:
     return np.take_along_axis(masks, label[None, :, None, None], 0)[0]
 
 
+def _colour(rng: np.random.Generator, m: int) -> np.ndarray:
+    return rng.uniform(0, 1, (m, 3, 1, 1))
+
+
 def make_shapes(n: int, seed: int, size: int = 32, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` images.
 
@@ -54,9 +58,8 @@ def make_shapes(n: int, seed: int, size: int = 32, chunk: int = 2048) -> tuple[n
     for start in range(0, n, chunk):
         lab = labels[start : start + chunk]
         m = len(lab)
-        col = lambda k: rng.uniform(0, 1, (m, 3, 1, 1))  # noqa: E731
-        cx, cy = (rng.uniform(-0.4, 0.4, (m, 1, 1)) for _ in range(2))
-        scale = rng.uniform(0.3, 0.6, (m, 1, 1))
+        cx, cy = (rng.uniform(-0.3, 0.3, (m, 1, 1)) for _ in range(2))
+        scale = rng.uniform(0.45, 0.75, (m, 1, 1))
         theta = rng.uniform(-0.4, 0.4, (m, 1, 1))
         x, y = (xx - cx) / scale, (yy - cy) / scale
         u = np.cos(theta) * x + np.sin(theta) * y
@@ -65,12 +68,12 @@ def make_shapes(n: int, seed: int, size: int = 32, chunk: int = 2048) -> tuple[n
         # Background: a gradient between two colours along a random direction, plus clutter.
         phi = rng.uniform(0, 2 * np.pi, (m, 1, 1, 1))
         t = (np.cos(phi) * xx + np.sin(phi) * yy + 1.5) / 3
-        img = col(0) * (1 - t) + col(1) * t
+        img = _colour(rng, m) * (1 - t) + _colour(rng, m) * t
         bx, by = (rng.uniform(-1, 1, (m, 1, 1, 1)) for _ in range(2))
         blob = ((xx - bx) ** 2 + (yy - by) ** 2 < rng.uniform(0.01, 0.06, (m, 1, 1, 1))).astype(float)
-        img = img * (1 - blob) + col(2) * blob
-        alpha = rng.uniform(0.2, 1.0, (m, 1, 1, 1))
-        img = img * (1 - alpha * shape) + col(3) * alpha * shape
-        img = img + rng.normal(0, 1, img.shape) * rng.uniform(0.03, 0.25, (m, 1, 1, 1))
+        img = img * (1 - blob) + _colour(rng, m) * blob
+        alpha = rng.uniform(0.5, 1.0, (m, 1, 1, 1))
+        img = img * (1 - alpha * shape) + _colour(rng, m) * alpha * shape
+        img = img + rng.normal(0, 1, img.shape) * rng.uniform(0.02, 0.15, (m, 1, 1, 1))
         images[start : start + m] = np.clip(img * 255, 0, 255).round().astype(np.uint8)
     return images, labels

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
+    """The composed run config, writing everything under ``tmp_path``, W&B off by default."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=["budget=smoke", "logger=none", f"paths.results_dir={tmp_path / 'results'}",
+                       f"paths.runs_dir={tmp_path / 'runs'}", *overrides],
+        )
+
+
+@pytest.fixture
+def cfg_factory(tmp_path: Path):
+    return lambda *o: make_cfg(tmp_path, *o)

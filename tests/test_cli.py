@@ -1,0 +1,66 @@
+"""``python run.py`` as a user runs it: sweeps share baselines, bad input gets a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_py(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "run.py", "budget=smoke", f"paths.results_dir={tmp_path / 'results'}",
+           f"paths.runs_dir={tmp_path / 'runs'}", *args]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_sweep_shares_one_baseline_per_seed(tmp_path):
+    out = run_py(tmp_path, "-m", "method=dense,magnitude,random", "seed=0,1", "logger=none")
+    assert out.returncode == 0, out.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
+    assert len(records) == 6
+    by_seed = defaultdict(list)
+    for r in records:
+        by_seed[r["seed"]].append(r)
+    for seed, recs in by_seed.items():
+        assert len({r["baseline"]["hash"] for r in recs}) == 1, seed
+        assert sorted(r["baseline"]["source"] for r in recs) == ["cache", "cache", "trained"], seed
+    assert by_seed[0][0]["baseline"]["hash"] != by_seed[1][0]["baseline"]["hash"]
+
+
+def test_default_logger_writes_an_offline_wandb_run(tmp_path):
+    out = run_py(tmp_path, "method=magnitude", "target.macs_reduction=0.6")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test/top1" in out.stdout and "target −60.0 %" in out.stdout
+    rec = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())
+    assert rec["wandb"]["mode"] == "offline"
+    runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+def _one_line_error(out: subprocess.CompletedProcess) -> str:
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_bad_target_one_line(tmp_path):
+    line = _one_line_error(run_py(tmp_path, "target.macs_reduction=1.5", "logger=none"))
+    assert "target.macs_reduction=1.5" in line and "(0, 1)" in line
+
+
+def test_disk_without_root_names_layout(tmp_path):
+    line = _one_line_error(run_py(tmp_path, "data=disk", f"data.root={tmp_path / 'nope'}", "logger=none"))
+    assert "cifar-10-batches-py" in line and "data=embedded" in line and str(tmp_path / "nope") in line
+
+
+def test_unknown_method_lists_choices(tmp_path):
+    out = run_py(tmp_path, "method=nosuch", "logger=none")
+    assert out.returncode != 0
+    assert "Could not find 'method/nosuch'" in out.stderr and "magnitude" in out.stderr

@@ -1,0 +1,76 @@
+"""The pipeline end to end at the smoke tier: determinism, the shared baseline cache, records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prunebench.pipeline import Pipeline
+from prunebench.records import read_record
+
+
+def test_same_seed_twice_gives_identical_numbers(tmp_path):
+    from tests.conftest import make_cfg
+
+    a = Pipeline(make_cfg(tmp_path / "a", "method=random", "seed=3")).run()
+    b = Pipeline(make_cfg(tmp_path / "b", "method=random", "seed=3")).run()
+    assert a["baseline"]["source"] == b["baseline"]["source"] == "trained"
+    assert a["test"] == b["test"]
+    assert a["baseline"]["test"] == b["baseline"]["test"]
+    assert a["plan_widths"] == b["plan_widths"]
+    assert a["point_id"] == b["point_id"]
+
+
+def test_methods_share_the_cached_baseline_and_corrupt_cache_is_rebuilt(cfg_factory, capsys):
+    dense = Pipeline(cfg_factory("method=dense")).run()
+    mag = Pipeline(cfg_factory("method=magnitude", "target.macs_reduction=0.6")).run()
+    assert dense["baseline"]["source"] == "trained" and mag["baseline"]["source"] == "cache"
+    assert dense["baseline"]["hash"] == mag["baseline"]["hash"]
+    # Dense is the baseline itself: no compression, same test numbers as the cached baseline.
+    assert dense["achieved_macs_reduction"] == 0.0
+    assert dense["test"] == dense["baseline"]["test"]
+    assert abs(mag["achieved_macs_reduction"] - 0.6) <= 0.01
+    assert mag["macs"]["compressed"] == mag["macs"]["predicted"] < mag["macs"]["dense"]
+    assert mag["params"]["compressed"] < mag["params"]["dense"]
+
+    cache = next(Path(mag["config"]["paths"]["cache_dir"]).glob("baselines/*.pt"))
+    cache.write_bytes(b"\x00garbage")
+    capsys.readouterr()
+    rnd = Pipeline(cfg_factory("method=random")).run()
+    assert "is corrupt" in capsys.readouterr().out
+    assert rnd["baseline"]["source"] == "trained" and rnd["baseline"]["hash"] == dense["baseline"]["hash"]
+    assert rnd["baseline"]["test"] == dense["baseline"]["test"]  # retrained deterministically
+    assert cache.stat().st_size > 1000  # the rebuilt file replaced the garbage
+
+
+def test_existing_record_is_kept_unless_overwrite(cfg_factory):
+    first = Pipeline(cfg_factory("method=dense")).run()
+    path = Path(first["config"]["paths"]["results_dir"]) / "records" / "cifar10_resnet20"
+    files = list(path.glob("*.json"))
+    assert len(files) == 1
+    again = Pipeline(cfg_factory("method=dense")).run()
+    assert again["run_id"] == first["run_id"]
+    third = Pipeline(cfg_factory("method=dense", "overwrite=true")).run()
+    assert third["run_id"] != first["run_id"]
+    assert read_record(files[0])["run_id"] == third["run_id"]
+
+
+def test_record_contents(cfg_factory):
+    rec = Pipeline(cfg_factory("method=magnitude", "task=cifar10_resnet56")).run()
+    assert rec["task"] == "cifar10_resnet56" and rec["macs"]["dense"] == 125_485_696
+    assert rec["method_hparams"] == {"allocation": "uniform"}
+    assert set(rec["stage_seconds"]) == {"baseline", "compress", "finetune", "evaluate"}
+    assert rec["latency"]["batch"] == 8 and rec["latency"]["speedup"] > 0
+    assert 0.0 <= rec["test"]["test/top1"] <= 1.0
+    assert rec["data_source"] == "embedded" and rec["budget"] == "smoke"
+    json.dumps(rec)  # plain JSON
+
+
+@pytest.mark.parametrize("bad", ["0", "1.2"])
+def test_bad_target_is_refused_before_anything_runs(cfg_factory, bad):
+    from prunebench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"target.macs_reduction={bad}"):
+        Pipeline(cfg_factory(f"target.macs_reduction={bad}"))

@@ -1,0 +1,40 @@
+"""The config group is the registry: file stem, module and class agree for every method and task,
+and every one of them instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.utils import get_class, instantiate
+
+from prunebench.method import Method
+from tasks.base import Task
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("stem", METHODS)
+def test_method_config_matches_module_and_class(stem):
+    cfg = yaml.safe_load((CONF / "method" / f"{stem}.yaml").read_text())
+    module, cls_name = cfg["_target_"].rsplit(".", 1)
+    assert module == f"methods.{stem}"
+    assert cls_name.lower() == stem.replace("_", "")
+    assert cfg["name"] == stem
+    method = instantiate({k: v for k, v in cfg.items() if k != "name"})
+    assert isinstance(method, Method) and method.name == stem
+    assert method.start in ("baseline", "scratch")
+
+
+@pytest.mark.parametrize("stem", TASKS)
+def test_task_config_builds(stem):
+    cfg = yaml.safe_load((CONF / "task" / f"{stem}.yaml").read_text())
+    assert cfg["name"] == stem
+    assert issubclass(get_class(cfg["_target_"]), Task)
+    task = instantiate(cfg, _convert_="all")
+    model = task.build_model()
+    assert set(task.protected_layers(model)).isdisjoint(task.prunable_layers(model))
+    assert {"baseline", "finetune"} <= set(task.recipe)
