@@ -50,10 +50,17 @@ def bench(depth: int, batch: int, pairs: int, reduction: float) -> dict:
         b.append(_time_ms(slimmed, x))
     macs_d, macs_s = count_macs(dense, x1).total, count_macs(slimmed, x1).total
     return {
-        "model": f"cifar_resnet{depth}", "batch": batch, "pairs": pairs,
-        "macs_dense": macs_d, "macs_slimmed": macs_s, "macs_reduction": 1 - macs_s / macs_d,
-        "dense_median_ms": statistics.median(a), "slimmed_median_ms": statistics.median(b),
-        "speedup_median_of_pair_ratios": statistics.median(x / y for x, y in zip(a, b, strict=True)),
+        "model": f"cifar_resnet{depth}",
+        "batch": batch,
+        "pairs": pairs,
+        "macs_dense": macs_d,
+        "macs_slimmed": macs_s,
+        "macs_reduction": 1 - macs_s / macs_d,
+        "dense_median_ms": statistics.median(a),
+        "slimmed_median_ms": statistics.median(b),
+        "speedup_median_of_pair_ratios": statistics.median(
+            x / y for x, y in zip(a, b, strict=True)
+        ),
         "speedup_ideal": macs_d / macs_s,
     }
 
@@ -66,12 +73,20 @@ def main() -> None:
     p.add_argument("--out", default="results/benchmarks/slim_latency.json")
     args = p.parse_args()
     rows = [bench(d, args.batch, args.pairs, args.reduction) for d in (20, 56)]
-    print(f"CPU latency, batch {args.batch}, {torch.get_num_threads()} threads, {args.pairs} alternating pairs")
+    print(
+        f"CPU latency, batch {args.batch}, {torch.get_num_threads()} threads, {args.pairs} alternating pairs"
+    )
     print(f"{'model':16}{'MACs −%':>9}{'dense ms':>10}{'slim ms':>10}{'speed-up':>10}{'ideal':>8}")
     for r in rows:
-        print(f"{r['model']:16}{100 * r['macs_reduction']:>9.1f}{r['dense_median_ms']:>10.2f}"
-              f"{r['slimmed_median_ms']:>10.2f}{r['speedup_median_of_pair_ratios']:>9.2f}×{r['speedup_ideal']:>7.2f}×")
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()}
+        print(
+            f"{r['model']:16}{100 * r['macs_reduction']:>9.1f}{r['dense_median_ms']:>10.2f}"
+            f"{r['slimmed_median_ms']:>10.2f}{r['speedup_median_of_pair_ratios']:>9.2f}×{r['speedup_ideal']:>7.2f}×"
+        )
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
     write_atomic(args.out, json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
 

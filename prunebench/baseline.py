@@ -58,10 +58,17 @@ def load_or_train(
             if blob.get("format") != CACHE_FORMAT:
                 raise ValueError(f"format {blob.get('format')!r}")
             model.load_state_dict(blob["state_dict"])
-            return {"hash": key, "source": "cache", "path": str(path), "metrics": dict(blob["metrics"])}
+            return {
+                "hash": key,
+                "source": "cache",
+                "path": str(path),
+                "metrics": dict(blob["metrics"]),
+            }
         except Exception as exc:  # noqa: BLE001 — any unreadable cache is rebuilt
             log.warning("cached baseline %s is corrupt (%s); rebuilding it", path, exc)
-            print(f"warning: cached baseline {path} is corrupt ({type(exc).__name__}); rebuilding it")
+            print(
+                f"warning: cached baseline {path} is corrupt ({type(exc).__name__}); rebuilding it"
+            )
     metrics = train(model)
     buf = io.BytesIO()
     torch.save({"format": CACHE_FORMAT, "state_dict": model.state_dict(), "metrics": metrics}, buf)

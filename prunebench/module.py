@@ -24,8 +24,14 @@ class PruneModule(pl.LightningModule):
         hooks: a method's training-time hooks (None: plain training).
     """
 
-    def __init__(self, model: nn.Module, task: Task, optim: OptimSpec, stage: str,
-                 hooks: TrainingHooks | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        optim: OptimSpec,
+        stage: str,
+        hooks: TrainingHooks | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.task, self.optim, self.stage = model, task, optim, stage
         self.hooks = hooks or TrainingHooks()
@@ -76,10 +82,13 @@ class PruneModule(pl.LightningModule):
     def configure_optimizers(self):
         o = self.optim
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                              nesterov=o.nesterov)
+        opt = torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+        )
         epochs = max(1, self.trainer.max_epochs or 1)
-        milestones = sorted({max(1, round(f * epochs)) for f in o.milestones if round(f * epochs) < epochs})
+        milestones = sorted(
+            {max(1, round(f * epochs)) for f in o.milestones if round(f * epochs) < epochs}
+        )
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=o.gamma)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 

@@ -49,15 +49,24 @@ def _quiet_lightning() -> None:
 def point_id(cfg: dict[str, Any]) -> str:
     """A run point's identity: readable fields plus a hash of everything that changes numbers."""
     ident = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS}
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return (f"{cfg['task']['name']}-{cfg['method']['name']}-r{cfg['target']['macs_reduction']}"
-            f"-s{cfg['seed']}-{cfg['budget']['name']}-{cfg['data']['source']}-{digest}")
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[
+        :10
+    ]
+    return (
+        f"{cfg['task']['name']}-{cfg['method']['name']}-r{cfg['target']['macs_reduction']}"
+        f"-s{cfg['seed']}-{cfg['budget']['name']}-{cfg['data']['source']}-{digest}"
+    )
 
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -76,13 +85,23 @@ class Pipeline:
         if self.method.start not in ("baseline", "scratch"):
             raise ConfigError(f"method start={self.method.start!r}; choices: baseline, scratch")
         self.point_id = point_id(self.cfg)
-        self.record_path = (Path(self.cfg["paths"]["results_dir"]) / "records" / self.cfg["task"]["name"]
-                            / f"{self.point_id}.json")
+        self.record_path = (
+            Path(self.cfg["paths"]["results_dir"])
+            / "records"
+            / self.cfg["task"]["name"]
+            / f"{self.point_id}.json"
+        )
         self.stage_seconds: dict[str, float] = {}
 
     # -- training under the core's loop -------------------------------------------------------
-    def fit(self, model: nn.Module, stage: str, epochs: int, recipe: str,
-            hooks: TrainingHooks | None = None) -> None:
+    def fit(
+        self,
+        model: nn.Module,
+        stage: str,
+        epochs: int,
+        recipe: str,
+        hooks: TrainingHooks | None = None,
+    ) -> None:
         """Train ``model`` in place for ``epochs``; keep the best validation epoch's weights."""
         if epochs <= 0:
             return
@@ -90,20 +109,32 @@ class Pipeline:
         module = PruneModule(model, self.task, self.task.recipe[recipe], stage, hooks)
         best = KeepBest(f"{stage}/val/{self.task.metric}", self.task.higher_is_better)
         trainer = pl.Trainer(
-            max_epochs=epochs, logger=self.tracker.lightning_logger(), callbacks=[best],
-            enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-            default_root_dir=self.cfg["paths"]["runs_dir"], **self.cfg["trainer"],
+            max_epochs=epochs,
+            logger=self.tracker.lightning_logger(),
+            callbacks=[best],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=self.cfg["paths"]["runs_dir"],
+            **self.cfg["trainer"],
         )
         trainer.fit(module, datamodule=self.dm)
 
     def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, float]:
         module = PruneModule(model, self.task, self.task.recipe["baseline"], "eval")
-        trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                             **self.cfg["trainer"])
+        trainer = pl.Trainer(
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **self.cfg["trainer"],
+        )
         if split == "val":  # PruneModule logs val under the stage prefix
             out = trainer.validate(module, datamodule=self.dm, verbose=False)[0]
             return {f"val/{k.split('/')[-1]}": float(v) for k, v in out.items()}
-        return {k: float(v) for k, v in trainer.test(module, datamodule=self.dm, verbose=False)[0].items()}
+        return {
+            k: float(v)
+            for k, v in trainer.test(module, datamodule=self.dm, verbose=False)[0].items()
+        }
 
     def _timed(self, stage: str, fn, *args):
         start = time.perf_counter()
@@ -130,12 +161,16 @@ class Pipeline:
         else:
             model = copy.deepcopy(baseline)
         example = self.task.example_input()
-        structure = Structure(model, example, self.task.prunable_layers(model),
-                              self.task.protected_layers(model))
+        structure = Structure(
+            model, example, self.task.prunable_layers(model), self.task.protected_layers(model)
+        )
         mac_model = MacModel(model, example, structure)
         ctx = CompressContext(
-            model=model, structure=structure, mac_model=mac_model,
-            macs_reduction=float(self.cfg["target"]["macs_reduction"]), seed=self.seed,
+            model=model,
+            structure=structure,
+            mac_model=mac_model,
+            macs_reduction=float(self.cfg["target"]["macs_reduction"]),
+            seed=self.seed,
             train=lambda epochs, hooks=None: self.fit(model, "compress", epochs, "finetune", hooks),
             calib_loader=self.dm.calib_dataloader,
         )
@@ -145,7 +180,9 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         if self.record_path.exists() and not self.cfg.get("overwrite", False):
             record = read_record(self.record_path)
-            print(f"record exists: {self.record_path} (pass overwrite=true to run this point again)")
+            print(
+                f"record exists: {self.record_path} (pass overwrite=true to run this point again)"
+            )
             report.print_summary(record, self.record_path)
             return record
         _quiet_lightning()
@@ -155,8 +192,14 @@ class Pipeline:
         baseline, info = self._timed("baseline", self._baseline)
         _, compressed, plan, mac_model = self._timed("compress", self._compress, baseline)
         if self.method.finetune:
-            self._timed("finetune", self.fit, compressed, "finetune",
-                        int(self.cfg["budget"]["finetune_epochs"]), "finetune")
+            self._timed(
+                "finetune",
+                self.fit,
+                compressed,
+                "finetune",
+                int(self.cfg["budget"]["finetune_epochs"]),
+                "finetune",
+            )
         test = self._timed("evaluate", self.evaluate, compressed, "test")
         record = self._record(baseline, compressed, plan, mac_model, info, test)
         write_record(record, self.record_path)
@@ -170,10 +213,19 @@ class Pipeline:
         latency = None
         if lat.get("batch"):
             batch = self.task.example_input(int(lat["batch"]))
-            dense_ms = measure_latency_ms(baseline, batch, lat["repeats"], lat["warmup"])["median_ms"]
-            comp_ms = measure_latency_ms(compressed, batch, lat["repeats"], lat["warmup"])["median_ms"]
-            latency = {"device": "cpu", "batch": int(lat["batch"]), "dense_median_ms": dense_ms,
-                       "compressed_median_ms": comp_ms, "speedup": dense_ms / comp_ms}
+            dense_ms = measure_latency_ms(baseline, batch, lat["repeats"], lat["warmup"])[
+                "median_ms"
+            ]
+            comp_ms = measure_latency_ms(compressed, batch, lat["repeats"], lat["warmup"])[
+                "median_ms"
+            ]
+            latency = {
+                "device": "cpu",
+                "batch": int(lat["batch"]),
+                "dense_median_ms": dense_ms,
+                "compressed_median_ms": comp_ms,
+                "speedup": dense_ms / comp_ms,
+            }
         rows = report.layer_rows(baseline, compressed, macs_dense, macs_comp)
         self.tracker.log_layers(rows)
         achieved = 1 - macs_comp.total / macs_dense.total
@@ -194,14 +246,20 @@ class Pipeline:
             "data_source": self.cfg["data"]["source"],
             "target_macs_reduction": float(self.cfg["target"]["macs_reduction"]),
             "achieved_macs_reduction": achieved,
-            "baseline": {"hash": info["hash"], "source": info["source"],
-                         "val": {k: v for k, v in info["metrics"].items() if k.startswith("val/")},
-                         "test": {k: v for k, v in info["metrics"].items() if k.startswith("test/")}},
+            "baseline": {
+                "hash": info["hash"],
+                "source": info["source"],
+                "val": {k: v for k, v in info["metrics"].items() if k.startswith("val/")},
+                "test": {k: v for k, v in info["metrics"].items() if k.startswith("test/")},
+            },
             "metric": f"test/{self.task.metric}",
             "higher_is_better": self.task.higher_is_better,
             "test": test,
-            "macs": {"dense": macs_dense.total, "compressed": macs_comp.total,
-                     "predicted": mac_model.macs(plan.widths())},
+            "macs": {
+                "dense": macs_dense.total,
+                "compressed": macs_comp.total,
+                "predicted": mac_model.macs(plan.widths()),
+            },
             "params": {"dense": count_params(baseline), "compressed": count_params(compressed)},
             "latency": latency,
             "stage_seconds": self.stage_seconds,

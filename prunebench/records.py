@@ -54,11 +54,15 @@ def validate(record: dict[str, Any], where: str = "record") -> dict[str, Any]:
     if not isinstance(record, dict):
         raise RecordError(f"{where}: not a JSON object")
     if record.get("schema_version") != SCHEMA_VERSION:
-        raise RecordError(f"{where}: schema_version={record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        raise RecordError(
+            f"{where}: schema_version={record.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+        )
     for key, types in SCHEMA.items():
         if key not in record:
             raise RecordError(f"{where}: missing field {key!r}")
-        if not isinstance(record[key], types) or (isinstance(record[key], bool) and bool not in types):
+        if not isinstance(record[key], types) or (
+            isinstance(record[key], bool) and bool not in types
+        ):
             raise RecordError(f"{where}: field {key!r} has type {type(record[key]).__name__}")
     for key, subkeys in NESTED.items():
         for sub in subkeys:

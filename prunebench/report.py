@@ -10,8 +10,9 @@ from torch import nn
 from prunebench.measure import MacCount
 
 
-def layer_rows(dense: nn.Module, compressed: nn.Module, macs_dense: MacCount,
-               macs_comp: MacCount) -> list[dict[str, Any]]:
+def layer_rows(
+    dense: nn.Module, compressed: nn.Module, macs_dense: MacCount, macs_comp: MacCount
+) -> list[dict[str, Any]]:
     """Per conv/linear layer: output channels and MACs before and after compression."""
     after = dict(compressed.named_modules())
     rows = []
@@ -19,18 +20,26 @@ def layer_rows(dense: nn.Module, compressed: nn.Module, macs_dense: MacCount,
         if name not in macs_dense.per_module or not hasattr(module, "weight"):
             continue
         width = lambda m: int(m.weight.shape[0]) if m is not None else 0  # noqa: E731
-        rows.append({
-            "layer": name,
-            "channels_before": width(module),
-            "channels_after": width(after.get(name)),
-            "macs_before": macs_dense.per_module[name],
-            "macs_after": macs_comp.per_module.get(name, 0),
-        })
+        rows.append(
+            {
+                "layer": name,
+                "channels_before": width(module),
+                "channels_after": width(after.get(name)),
+                "macs_before": macs_dense.per_module[name],
+                "macs_after": macs_comp.per_module.get(name, 0),
+            }
+        )
     return rows
 
 
 def _fmt_metric(key: str, v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.2f} %" if key.endswith(("top1", "top5", "acc", "miou")) else f"{v:.4f}"
+    return (
+        "—"
+        if v is None
+        else f"{100 * v:.2f} %"
+        if key.endswith(("top1", "top5", "acc", "miou"))
+        else f"{v:.4f}"
+    )
 
 
 def print_summary(record: dict[str, Any], path: Path) -> None:
@@ -50,12 +59,16 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
         f"{'params':22}{params['dense'] / 1e6:>13.3f}M{params['compressed'] / 1e6:>13.3f}M",
     ]
     if lat:
-        lines.append(f"{'latency b' + str(lat['batch']) + ' ' + lat['device'] + ' (ms)':22}"
-                     f"{lat['dense_median_ms']:>14.2f}{lat['compressed_median_ms']:>14.2f}"
-                     f"  (×{lat['speedup']:.2f})")
+        lines.append(
+            f"{'latency b' + str(lat['batch']) + ' ' + lat['device'] + ' (ms)':22}"
+            f"{lat['dense_median_ms']:>14.2f}{lat['compressed_median_ms']:>14.2f}"
+            f"  (×{lat['speedup']:.2f})"
+        )
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in record["stage_seconds"].items())
-    lines += [f"baseline: {record['baseline']['source']} ({record['baseline']['hash']}) · {secs}",
-              f"record: {path}"]
+    lines += [
+        f"baseline: {record['baseline']['source']} ({record['baseline']['hash']}) · {secs}",
+        f"record: {path}",
+    ]
     if record.get("wandb"):
         lines.append(f"wandb ({record['wandb']['mode']}): {record['wandb']['dir']}")
     print("\n".join(lines))

@@ -44,7 +44,9 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.
     was_training = model.training
     model.eval()
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_input, verbose=False
+        )
     finally:
         model.train(was_training)
 
@@ -76,7 +78,11 @@ class Structure:
                 target = names.get(dep.target.module)
                 if target is None:  # functional ops (add, cat, …) carry no parameters
                     continue
-                side = group.out_members if dg.is_out_channel_pruning_fn(dep.handler) else group.in_members
+                side = (
+                    group.out_members
+                    if dg.is_out_channel_pruning_fn(dep.handler)
+                    else group.in_members
+                )
                 if target not in side:
                     side.append(target)
             clash = sorted(set(group.out_members) & set(protected))

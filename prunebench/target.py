@@ -85,7 +85,11 @@ def solve(
     # Removal order: by score (global), or by rank fraction within the layer (uniform), so that
     # after any number of removals every layer has pruned as nearly the same fraction as it can.
     def key(root: str, rank: int) -> float:
-        return float(scores[root][order[root][rank]]) if allocation == "global" else (rank + 1) / sizes[root]
+        return (
+            float(scores[root][order[root][rank]])
+            if allocation == "global"
+            else (rank + 1) / sizes[root]
+        )
 
     candidates = sorted(
         (key(r, rank), g, r) for g, r in enumerate(sizes) for rank in range(sizes[r] - min_keep)

@@ -21,9 +21,15 @@ class Tracker:
         os.environ.setdefault("WANDB_SILENT", "true")
         os.makedirs(cfg["dir"], exist_ok=True)
         self.run = wandb.init(
-            project=cfg.get("project", "prunebench"), mode=mode, dir=cfg["dir"], name=run_name,
-            config=config, group=config.get("task", {}).get("name"), job_type=run_name.split("-")[1],
-            reinit="finish_previous", settings=wandb.Settings(console="off", x_disable_stats=True),
+            project=cfg.get("project", "prunebench"),
+            mode=mode,
+            dir=cfg["dir"],
+            name=run_name,
+            config=config,
+            group=config.get("task", {}).get("name"),
+            job_type=run_name.split("-")[1],
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", x_disable_stats=True),
         )
 
     def lightning_logger(self):
@@ -41,13 +47,19 @@ class Tracker:
         import wandb
 
         cols = list(rows[0].keys())
-        self.run.log({"layers": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])})
+        self.run.log(
+            {"layers": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])}
+        )
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any] | None:
         """Write the summary, close the run and return where it lives (for the record)."""
         if self.run is None:
             return None
         self.run.summary.update(summary)
-        info = {"id": self.run.id, "mode": self.run.settings.mode, "dir": os.path.relpath(os.path.dirname(self.run.dir))}
+        info = {
+            "id": self.run.id,
+            "mode": self.run.settings.mode,
+            "dir": os.path.relpath(os.path.dirname(self.run.dir)),
+        }
         self.run.finish()
         return info

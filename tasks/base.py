@@ -44,8 +44,10 @@ class Task(ABC):
     def __init__(self, name: str, recipe: dict, paper: dict | None = None) -> None:
         self.name = name
         self.paper = dict(paper or {})  # the paper tier's epochs (read by conf/budget/paper.yaml)
-        self.recipe = {stage: OptimSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
-                       for stage, spec in recipe.items()}
+        self.recipe = {
+            stage: OptimSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+            for stage, spec in recipe.items()
+        }
 
     @abstractmethod
     def build_model(self) -> nn.Module:

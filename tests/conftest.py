@@ -14,8 +14,13 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose(
             "config",
-            overrides=["budget=smoke", "logger=none", f"paths.results_dir={tmp_path / 'results'}",
-                       f"paths.runs_dir={tmp_path / 'runs'}", *overrides],
+            overrides=[
+                "budget=smoke",
+                "logger=none",
+                f"paths.results_dir={tmp_path / 'results'}",
+                f"paths.runs_dir={tmp_path / 'runs'}",
+                *overrides,
+            ],
         )
 
 

@@ -12,15 +12,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_py(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "run.py", "budget=smoke", f"paths.results_dir={tmp_path / 'results'}",
-           f"paths.runs_dir={tmp_path / 'runs'}", *args]
+def run_py(tmp_path: Path, *args: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "run.py",
+        *(["-m"] if multirun else []),
+        "budget=smoke",
+        f"paths.results_dir={tmp_path / 'results'}",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        *args,
+    ]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_sweep_shares_one_baseline_per_seed(tmp_path):
-    out = run_py(tmp_path, "-m", "method=dense,magnitude,random", "seed=0,1", "logger=none")
+    out = run_py(
+        tmp_path, "method=dense,magnitude,random", "seed=0,1", "logger=none", multirun=True
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
     assert len(records) == 6
@@ -41,6 +50,19 @@ def test_default_logger_writes_an_offline_wandb_run(tmp_path):
     assert rec["wandb"]["mode"] == "offline"
     runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
+    table = json.loads(
+        next(runs[0].parent.glob("files/media/table/layers_*.table.json")).read_text()
+    )
+    assert table["columns"] == [
+        "layer",
+        "channels_before",
+        "channels_after",
+        "macs_before",
+        "macs_after",
+    ]
+    rows = {r[0]: r for r in table["data"]}
+    assert rows["conv1"][1] == rows["conv1"][2] == 16  # protected: untouched
+    assert rows["layer1.0.conv1"][2] < 16  # pruned
 
 
 def _one_line_error(out: subprocess.CompletedProcess) -> str:
@@ -56,8 +78,12 @@ def test_bad_target_one_line(tmp_path):
 
 
 def test_disk_without_root_names_layout(tmp_path):
-    line = _one_line_error(run_py(tmp_path, "data=disk", f"data.root={tmp_path / 'nope'}", "logger=none"))
-    assert "cifar-10-batches-py" in line and "data=embedded" in line and str(tmp_path / "nope") in line
+    line = _one_line_error(
+        run_py(tmp_path, "data=disk", f"data.root={tmp_path / 'nope'}", "logger=none")
+    )
+    assert (
+        "cifar-10-batches-py" in line and "data=embedded" in line and str(tmp_path / "nope") in line
+    )
 
 
 def test_unknown_method_lists_choices(tmp_path):

@@ -30,8 +30,11 @@ def _fake_cifar(root, n_per_batch: int = 10) -> None:
     base.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        entry = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n_per_batch).tolist(), "batch_label": name}
+        entry = {
+            "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, n_per_batch).tolist(),
+            "batch_label": name,
+        }
         with (base / name).open("wb") as f:
             pickle.dump(entry, f)
     with (base / "batches.meta").open("wb") as f:
@@ -55,8 +58,11 @@ def test_disk_reader_parses_batches_and_splits(tmp_path):
 def test_disk_datamodule_sizes(tmp_path):
     _fake_cifar(tmp_path)
     task = CifarClassification("cifar10_resnet20", 20, RECIPE)
-    dm = task.datamodule({"source": "disk", "root": str(tmp_path), "val_fraction": 0.1},
-                         {"train": 20, "val": None, "test": None}, seed=0)
+    dm = task.datamodule(
+        {"source": "disk", "root": str(tmp_path), "val_fraction": 0.1},
+        {"train": 20, "val": None, "test": None},
+        seed=0,
+    )
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (20, 5, 10)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and y.dtype.is_floating_point is False

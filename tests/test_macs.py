@@ -22,19 +22,27 @@ def test_cifar_option_a(depth, shortcut, macs, params):
     assert count_params(m) == params
 
 
-@pytest.mark.parametrize(("depth", "macs", "weights"), [(20, 40_813_184, 270_896), (56, 125_747_840, 851_504)])
+@pytest.mark.parametrize(
+    ("depth", "macs", "weights"), [(20, 40_813_184, 270_896), (56, 125_747_840, 851_504)]
+)
 def test_cifar_option_b(depth, macs, weights):
     m = CifarResNet(depth, shortcut="B")
     assert count_macs(m, X32).total == macs
     # The reference counts conv + fc weights only (no BN, no bias).
-    conv_fc = sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, torch.nn.Conv2d | torch.nn.Linear))
+    conv_fc = sum(
+        mod.weight.numel()
+        for mod in m.modules()
+        if isinstance(mod, torch.nn.Conv2d | torch.nn.Linear)
+    )
     assert conv_fc == weights
 
 
 @pytest.mark.parametrize(
     ("builder", "macs", "params"),
-    [(torchvision.models.resnet18, 1_814_073_344, 11_689_512),
-     (torchvision.models.resnet50, 4_089_184_256, 25_557_032)],
+    [
+        (torchvision.models.resnet18, 1_814_073_344, 11_689_512),
+        (torchvision.models.resnet50, 4_089_184_256, 25_557_032),
+    ],
 )
 def test_torchvision_resnets(builder, macs, params):
     m = builder(weights=None)

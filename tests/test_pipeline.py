@@ -40,7 +40,10 @@ def test_methods_share_the_cached_baseline_and_corrupt_cache_is_rebuilt(cfg_fact
     capsys.readouterr()
     rnd = Pipeline(cfg_factory("method=random")).run()
     assert "is corrupt" in capsys.readouterr().out
-    assert rnd["baseline"]["source"] == "trained" and rnd["baseline"]["hash"] == dense["baseline"]["hash"]
+    assert (
+        rnd["baseline"]["source"] == "trained"
+        and rnd["baseline"]["hash"] == dense["baseline"]["hash"]
+    )
     assert rnd["baseline"]["test"] == dense["baseline"]["test"]  # retrained deterministically
     assert cache.stat().st_size > 1000  # the rebuilt file replaced the garbage
 

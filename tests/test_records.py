@@ -19,14 +19,32 @@ from prunebench.records import (
 
 def minimal_record(**over) -> dict:
     rec = {
-        "schema_version": SCHEMA_VERSION, "run_id": "r", "point_id": "p", "time": "t",
-        "git_commit": None, "status": "ok", "failure_reason": None, "task": "cifar10_resnet20",
-        "method": "magnitude", "method_hparams": {}, "seed": 0, "budget": "smoke",
-        "data_source": "embedded", "target_macs_reduction": 0.5, "achieved_macs_reduction": 0.5,
-        "baseline": {"hash": "h", "source": "trained", "test": {}}, "metric": "test/top1",
-        "higher_is_better": True, "test": {"test/top1": 0.5},
-        "macs": {"dense": 2, "compressed": 1}, "params": {"dense": 2, "compressed": 1},
-        "latency": None, "stage_seconds": {}, "plan_widths": {}, "wandb": None, "config": {},
+        "schema_version": SCHEMA_VERSION,
+        "run_id": "r",
+        "point_id": "p",
+        "time": "t",
+        "git_commit": None,
+        "status": "ok",
+        "failure_reason": None,
+        "task": "cifar10_resnet20",
+        "method": "magnitude",
+        "method_hparams": {},
+        "seed": 0,
+        "budget": "smoke",
+        "data_source": "embedded",
+        "target_macs_reduction": 0.5,
+        "achieved_macs_reduction": 0.5,
+        "baseline": {"hash": "h", "source": "trained", "test": {}},
+        "metric": "test/top1",
+        "higher_is_better": True,
+        "test": {"test/top1": 0.5},
+        "macs": {"dense": 2, "compressed": 1},
+        "params": {"dense": 2, "compressed": 1},
+        "latency": None,
+        "stage_seconds": {},
+        "plan_widths": {},
+        "wandb": None,
+        "config": {},
     }
     rec.update(over)
     return rec
@@ -41,8 +59,12 @@ def test_minimal_record_round_trips(tmp_path):
 
 @pytest.mark.parametrize(
     ("over", "message"),
-    [({"seed": "0"}, "field 'seed'"), ({"status": "meh"}, "status='meh'"),
-     ({"schema_version": 99}, "schema_version=99"), ({"macs": {"dense": 1}}, "macs.compressed")],
+    [
+        ({"seed": "0"}, "field 'seed'"),
+        ({"status": "meh"}, "status='meh'"),
+        ({"schema_version": 99}, "schema_version=99"),
+        ({"macs": {"dense": 1}}, "macs.compressed"),
+    ],
 )
 def test_validation_names_the_bad_field(over, message):
     with pytest.raises(RecordError, match=message):

@@ -23,7 +23,9 @@ X = torch.zeros(1, 3, 32, 32)
 def _context(model, target: float, seed: int = 0) -> CompressContext:
     roots = [n for n, _ in model.named_modules() if n.endswith(".conv1") and n.startswith("layer")]
     s = Structure(model, X, roots, protected=["conv1", "fc"])
-    return CompressContext(model, s, MacModel(model, X, s), target, seed, train=None, calib_loader=None)
+    return CompressContext(
+        model, s, MacModel(model, X, s), target, seed, train=None, calib_loader=None
+    )
 
 
 def _trained_like(depth: int, shortcut: str = "A") -> CifarResNet:
@@ -39,7 +41,10 @@ def _trained_like(depth: int, shortcut: str = "A") -> CifarResNet:
     return m.eval()
 
 
-@pytest.mark.parametrize(("depth", "shortcut", "allocation"), [(20, "A", "uniform"), (56, "A", "global"), (20, "B", "global")])
+@pytest.mark.parametrize(
+    ("depth", "shortcut", "allocation"),
+    [(20, "A", "uniform"), (56, "A", "global"), (20, "B", "global")],
+)
 def test_magnitude_half_macs_is_exact(depth, shortcut, allocation):
     model = _trained_like(depth, shortcut)
     ctx = _context(model, 0.5)
@@ -52,8 +57,10 @@ def test_magnitude_half_macs_is_exact(depth, shortcut, allocation):
     assert ctx.mac_model.macs(plan.widths()) == macs_slim
 
     # Slimmed MACs equal an unpruned model built directly at the slimmed widths.
-    mids = [len(plan.entries[r].keep) if r in plan.entries else ctx.structure.groups[r].size
-            for r in ctx.structure.groups]
+    mids = [
+        len(plan.entries[r].keep) if r in plan.entries else ctx.structure.groups[r].size
+        for r in ctx.structure.groups
+    ]
     direct = CifarResNet(depth, shortcut=shortcut, mid_widths=mids)
     assert count_macs(direct, X).total == macs_slim
     assert count_params(direct) == count_params(slimmed) < count_params(model)
@@ -71,7 +78,9 @@ def test_magnitude_half_macs_is_exact(depth, shortcut, allocation):
 
     # Protected layers are untouched.
     for name in ("conv1", "fc"):
-        torch.testing.assert_close(slimmed.get_submodule(name).weight, model.get_submodule(name).weight)
+        torch.testing.assert_close(
+            slimmed.get_submodule(name).weight, model.get_submodule(name).weight
+        )
 
 
 def test_same_seed_same_plan_and_different_seed_different_plan():

@@ -25,7 +25,9 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
     except Exception as exc:  # noqa: BLE001 — any parse failure is a layout problem
-        raise DataError(f"{path} is not a CIFAR-10 batch ({exc}); expected layout {LAYOUT}") from exc
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch ({exc}); expected layout {LAYOUT}"
+        ) from exc
     if len(data) != len(labels):
         raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
     return data, labels

@@ -64,7 +64,11 @@ class ClassificationData(pl.LightningDataModule):
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
-            ds, self.batch_size, shuffle=shuffle, generator=gen, num_workers=self.num_workers,
+            ds,
+            self.batch_size,
+            shuffle=shuffle,
+            generator=gen,
+            num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
@@ -80,7 +84,9 @@ class ClassificationData(pl.LightningDataModule):
     def calib_dataloader(self, fraction: float) -> DataLoader:
         """A seeded ``fraction`` of the training split, without augmentation-order randomness."""
         n = len(self.train_set)
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[: max(1, int(fraction * n))]
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[
+            : max(1, int(fraction * n))
+        ]
         return self._loader(torch.utils.data.Subset(self.train_set, idx.tolist()), False)
 
 

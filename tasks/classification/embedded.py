@@ -12,8 +12,16 @@ from __future__ import annotations
 import numpy as np
 
 CLASSES = (
-    "disk", "square", "triangle", "ring", "plus",
-    "cross", "h_stripes", "v_stripes", "dot_pair", "diamond",
+    "disk",
+    "square",
+    "triangle",
+    "ring",
+    "plus",
+    "cross",
+    "h_stripes",
+    "v_stripes",
+    "dot_pair",
+    "diamond",
 )
 
 
@@ -44,7 +52,9 @@ def _colour(rng: np.random.Generator, m: int) -> np.ndarray:
     return rng.uniform(0, 1, (m, 3, 1, 1))
 
 
-def make_shapes(n: int, seed: int, size: int = 32, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def make_shapes(
+    n: int, seed: int, size: int = 32, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` images.
 
     Returns:
@@ -70,7 +80,9 @@ def make_shapes(n: int, seed: int, size: int = 32, chunk: int = 2048) -> tuple[n
         t = (np.cos(phi) * xx + np.sin(phi) * yy + 1.5) / 3
         img = _colour(rng, m) * (1 - t) + _colour(rng, m) * t
         bx, by = (rng.uniform(-1, 1, (m, 1, 1, 1)) for _ in range(2))
-        blob = ((xx - bx) ** 2 + (yy - by) ** 2 < rng.uniform(0.01, 0.06, (m, 1, 1, 1))).astype(float)
+        blob = ((xx - bx) ** 2 + (yy - by) ** 2 < rng.uniform(0.01, 0.06, (m, 1, 1, 1))).astype(
+            float
+        )
         img = img * (1 - blob) + _colour(rng, m) * blob
         alpha = rng.uniform(0.5, 1.0, (m, 1, 1, 1))
         img = img * (1 - alpha * shape) + _colour(rng, m) * alpha * shape

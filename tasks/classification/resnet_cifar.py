@@ -82,9 +82,15 @@ class CifarResNet(nn.Module):
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut={shortcut!r}; choices: 'A', 'B'")
         n = (depth - 2) // 6
-        mids = list(mid_widths) if mid_widths is not None else [w for w in STAGE_WIDTHS for _ in range(n)]
+        mids = (
+            list(mid_widths)
+            if mid_widths is not None
+            else [w for w in STAGE_WIDTHS for _ in range(n)]
+        )
         if len(mids) != 3 * n:
-            raise ValueError(f"mid_widths has {len(mids)} entries; ResNet-{depth} has {3 * n} blocks")
+            raise ValueError(
+                f"mid_widths has {len(mids)} entries; ResNet-{depth} has {3 * n} blocks"
+            )
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         cin, k = 16, 0

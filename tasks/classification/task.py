@@ -34,8 +34,15 @@ class CifarClassification(Task):
     metric = "top1"
     higher_is_better = True
 
-    def __init__(self, name: str, depth: int, recipe: dict, shortcut: str = "A",
-                 num_classes: int = 10, paper: dict | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        depth: int,
+        recipe: dict,
+        shortcut: str = "A",
+        num_classes: int = 10,
+        paper: dict | None = None,
+    ) -> None:
         super().__init__(name, recipe, paper)
         self.depth, self.shortcut, self.num_classes = depth, shortcut, num_classes
 
@@ -47,7 +54,9 @@ class CifarClassification(Task):
 
     def prunable_layers(self, model: nn.Module) -> list[str]:
         # Only channels inside blocks: the residual stream is coupled through option-A shortcuts.
-        return [n for n, _ in model.named_modules() if n.startswith("layer") and n.endswith(".conv1")]
+        return [
+            n for n, _ in model.named_modules() if n.startswith("layer") and n.endswith(".conv1")
+        ]
 
     def protected_layers(self, model: nn.Module) -> list[str]:
         return ["conv1", "fc"]
@@ -79,13 +88,21 @@ class CifarClassification(Task):
         elif source == "disk":
             raw = load_cifar10(data.get("root"))
             train, val = split_train_val(raw["train"], float(data.get("val_fraction", 0.1)), seed=0)
-            train, val, test = cap(train, sizes["train"]), cap(val, sizes["val"]), cap(raw["test"], sizes["test"])
+            train, val, test = (
+                cap(train, sizes["train"]),
+                cap(val, sizes["val"]),
+                cap(raw["test"], sizes["test"]),
+            )
             mean, std = CIFAR10_MEAN, CIFAR10_STD
         else:
             raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
         ds = lambda a, aug: ImageTensorDataset(a[0], np.asarray(a[1]), mean, std, augment=aug)  # noqa: E731
         return ClassificationData(
-            ds(train, True), ds(val, False), ds(test, False),
-            batch_size=self.recipe["baseline"].batch_size, seed=seed,
-            num_workers=int(data.get("num_workers", 0)), source=source,
+            ds(train, True),
+            ds(val, False),
+            ds(test, False),
+            batch_size=self.recipe["baseline"].batch_size,
+            seed=seed,
+            num_workers=int(data.get("num_workers", 0)),
+            source=source,
         )
