@@ -21,8 +21,11 @@ log = logging.getLogger("prunebench")
 CACHE_FORMAT = 1
 
 
-def baseline_key(cfg: dict[str, Any]) -> str:
-    """Hash of the task, the data, the budget's baseline part and the seed."""
+def baseline_key(cfg: dict[str, Any], with_seed: bool = True) -> str:
+    """Hash of the task, the data, the budget's baseline part and (``with_seed``) the seed.
+
+    Without the seed it identifies the baseline *recipe*: the leaderboard averages seeds only
+    over records whose recipe hashes agree."""
     data = cfg["data"]
     budget = cfg["budget"]
     ident = {
@@ -31,7 +34,7 @@ def baseline_key(cfg: dict[str, Any]) -> str:
         "data": {k: data.get(k) for k in ("source", "root", "embedded_seed", "val_fraction")},
         "budget": {"baseline_epochs": budget["baseline_epochs"], "data": budget["data"]},
         "trainer_precision": cfg["trainer"].get("precision"),
-        "seed": cfg["seed"],
+        "seed": cfg["seed"] if with_seed else None,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -59,17 +59,20 @@ def point_id(cfg: dict[str, Any]) -> str:
 
 
 def _git_commit() -> str | None:
+    """HEAD's hash, with ``+dirty`` when tracked code (anything outside results/) has changes."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=here)
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
+        sha = git("rev-parse", "HEAD").stdout.strip()
+        dirty = (
+            git("diff", "--quiet", "HEAD", "--", ":(top)", ":(top,exclude)results").returncode == 1
         )
-        return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+    return (sha + ("+dirty" if dirty else "")) or None
 
 
 class Pipeline:
@@ -248,6 +251,7 @@ class Pipeline:
             "achieved_macs_reduction": achieved,
             "baseline": {
                 "hash": info["hash"],
+                "recipe_hash": baseline_key(self.cfg, with_seed=False),
                 "source": info["source"],
                 "val": {k: v for k, v in info["metrics"].items() if k.startswith("val/")},
                 "test": {k: v for k, v in info["metrics"].items() if k.startswith("test/")},

@@ -42,7 +42,7 @@ SCHEMA: dict[str, tuple] = {
     "config": (dict,),
 }
 NESTED = {
-    "baseline": ("hash", "source", "test"),
+    "baseline": ("hash", "recipe_hash", "source", "test"),
     "macs": ("dense", "compressed"),
     "params": ("dense", "compressed"),
 }

@@ -34,7 +34,7 @@ def minimal_record(**over) -> dict:
         "data_source": "embedded",
         "target_macs_reduction": 0.5,
         "achieved_macs_reduction": 0.5,
-        "baseline": {"hash": "h", "source": "trained", "test": {}},
+        "baseline": {"hash": "h", "recipe_hash": "r", "source": "trained", "test": {}},
         "metric": "test/top1",
         "higher_is_better": True,
         "test": {"test/top1": 0.5},
