@@ -1,0 +1,211 @@
+"""The leaderboard on hand-made records: exact aggregation, tables kept apart, malformed records
+skipped by name, stable output, and the claims file's schema."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prunebench.claims import load_claims, macs_reduction, validate_claims
+from prunebench.errors import RecordError
+from prunebench.leaderboard import aggregate, load_records, render_markdown
+from prunebench.plots import pareto_front
+from prunebench.records import write_record
+from scripts.leaderboard import main as leaderboard_main
+from tests.test_records import minimal_record
+
+ROOT = Path(__file__).resolve().parents[1]
+CLAIMS = ROOT / "results" / "claims.yaml"
+
+
+def rec(
+    method="magnitude",
+    seed=0,
+    top1=0.7,
+    base=0.75,
+    budget="cpu",
+    data="embedded",
+    recipe="R",
+    code="c0",
+    target=0.5,
+    widths=None,
+    **over,
+):
+    r = minimal_record(
+        run_id=f"{method}-{seed}-{top1}",
+        method=method,
+        seed=seed,
+        budget=budget,
+        data_source=data,
+        target_macs_reduction=target,
+        achieved_macs_reduction=target + 0.002,
+        git_commit=code,
+        test={"test/top1": top1},
+        baseline={
+            "hash": f"h{seed}",
+            "recipe_hash": recipe,
+            "source": "cache",
+            "test": {"test/top1": base},
+        },
+        macs={"dense": 1000, "compressed": 500},
+        params={"dense": 200, "compressed": 100},
+        plan_widths={"layer1.0.conv1": 8} if widths is None else widths,
+        latency={
+            "device": "cpu",
+            "batch": 64,
+            "dense_median_ms": 2.0,
+            "compressed_median_ms": 1.0,
+            "speedup": 2.0,
+        },
+    )
+    r.update(over)
+    return r
+
+
+def test_mean_std_n_and_delta_are_exact():
+    recs = [
+        rec(seed=s, top1=t, base=b)
+        for s, t, b in [(0, 0.70, 0.75), (1, 0.72, 0.74), (2, 0.68, 0.76)]
+    ]
+    (table,) = aggregate(recs).values()
+    (row,) = table
+    x = row.summary()
+    assert x["n"] == 3
+    assert x["metric"] == pytest.approx(0.70)
+    assert x["metric_std"] == pytest.approx(statistics.stdev([0.70, 0.72, 0.68]))  # 0.02
+    assert x["delta"] == pytest.approx(((0.70 - 0.75) + (0.72 - 0.74) + (0.68 - 0.76)) / 3)  # −0.05
+    assert x["achieved"] == pytest.approx(0.502) and x["speedup"] == 2.0
+
+
+def test_tiers_data_sources_recipes_and_code_are_kept_apart():
+    recs = [
+        rec(seed=0),
+        rec(seed=1),
+        rec(seed=2, budget="smoke"),
+        rec(seed=3, data="disk"),
+        rec(seed=4, recipe="OTHER"),
+        rec(seed=5, code="c1"),
+    ]
+    tables = aggregate(recs)
+    assert set(tables) == {
+        ("cifar10_resnet20", "embedded", "cpu"),
+        ("cifar10_resnet20", "embedded", "smoke"),
+        ("cifar10_resnet20", "disk", "cpu"),
+    }
+    rows = tables[("cifar10_resnet20", "embedded", "cpu")]
+    assert sorted(r.n for r in rows) == [1, 1, 2]
+    assert all(r.flags and r.flags[0].startswith("not pooled") for r in rows)
+    assert not tables[("cifar10_resnet20", "disk", "cpu")][0].flags
+    md = render_markdown(tables, load_claims(CLAIMS), [])
+    assert md.count("## cifar10_resnet20") == 3
+
+
+def test_filters_and_uncompressed_rows():
+    recs = [
+        rec(seed=0),
+        rec(method="dense", seed=0, top1=0.75, widths={}, target=0.5),
+        rec(seed=1, budget="smoke"),
+    ]
+    tables = aggregate(recs, tier="cpu", data="embedded", task="cifar10_resnet20")
+    (rows,) = tables.values()
+    assert [r.method for r in rows] == ["dense", "magnitude"]  # no-compression rows first
+    assert rows[0].target is None
+    assert aggregate(recs, task="imagenet_resnet50") == {}
+
+
+def test_markdown_is_stable_and_shows_claims():
+    recs = [rec(seed=s, top1=0.7 + s / 100) for s in range(3)] + [
+        rec(method="trp", seed=0, target=0.54)
+    ]
+    claims = load_claims(CLAIMS)
+    a = render_markdown(aggregate(recs), claims, [])
+    b = render_markdown(aggregate(list(reversed(recs))), claims, [])
+    assert a == b
+    assert "| magnitude | 50.0 % | 50.2 % | 71.00 ± 1.00 (3) | -4.00 ± 1.00 |" in a
+    assert "1 − 1/2.17 = −53.9 % MACs" in a  # TRP's speed-up converted to our convention
+    assert "Paper claims for cifar10_resnet20" in a
+
+
+def test_malformed_record_is_named_and_skipped(tmp_path, capsys):
+    d = tmp_path / "records" / "cifar10_resnet20"
+    write_record(rec(seed=0), d / "good.json")
+    (d / "broken.json").write_text("{")
+    bad = rec(seed=1)
+    del bad["macs"]
+    (d / "missing.json").write_text(json.dumps(bad))
+    records, problems = load_records(tmp_path)
+    assert len(records) == 1 and len(problems) == 2
+    assert any("broken.json" in p for p in problems) and any(
+        "missing.json" in p and "macs" in p for p in problems
+    )
+    code = leaderboard_main(["--results", str(tmp_path), "--claims", str(CLAIMS)])
+    assert code == 0
+    assert "broken.json" in capsys.readouterr().err
+    assert (tmp_path / "LEADERBOARD.md").read_text().count("broken.json") == 1
+    assert (tmp_path / "plots" / "cifar10_resnet20.png").stat().st_size > 10_000
+
+
+def test_empty_results_directory_gives_a_clear_message(tmp_path, capsys):
+    assert leaderboard_main(["--results", str(tmp_path), "--claims", str(CLAIMS)]) == 2
+    assert "no run records under" in capsys.readouterr().err
+    assert not (tmp_path / "LEADERBOARD.md").exists()
+
+
+def test_pareto_front_hand_computed():
+    pts = [(10, 70), (20, 75), (15, 69), (30, 74), (5, 60)]
+    assert pareto_front(pts, higher_is_better=True) == [(5, 60), (10, 70), (20, 75)]
+    assert pareto_front([(10, 2.0), (20, 1.5), (15, 2.5)], higher_is_better=False) == [
+        (10, 2.0),
+        (20, 1.5),
+    ]
+
+
+def test_claims_file_validates_and_covers_every_method():
+    data = load_claims(CLAIMS)
+    methods = {p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")}
+    assert methods <= set(data["methods"])
+    for name in ("kcp", "lapp", "spp", "cap", "trp"):
+        assert isinstance(data["methods"][name]["claims"], list) and data["methods"][name]["claims"]
+    for name, entry in data["methods"].items():
+        assert entry["claims"] != "none" or entry["reason"], name
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["methods"]["trp"]["claims"][0].pop("source"), "missing"),
+        (
+            lambda d: d["methods"]["trp"]["claims"][0]["reduction"].update(quantity="gflops"),
+            "quantity",
+        ),
+        (lambda d: d["methods"]["random"].pop("reason"), "without a `reason`"),
+        (lambda d: d["methods"]["kcp"]["claims"][0].update(task=None), "model"),
+    ],
+)
+def test_claims_schema_errors(edit, message):
+    data = yaml.safe_load(CLAIMS.read_text())
+    edit(data)
+    with pytest.raises(RecordError, match=message):
+        validate_claims(data)
+
+
+def test_claim_conversions():
+    c = {
+        "reduction": {"quantity": "speedup", "value": 2.0, "bound": "="},
+        "convention": "speedup_conv_macs",
+    }
+    assert macs_reduction(c)[0] == pytest.approx(0.5)
+    c = {
+        "reduction": {"quantity": "flops", "value": 0.556, "bound": "="},
+        "convention": "flops_is_2macs",
+    }
+    assert macs_reduction(c)[0] == pytest.approx(0.556) and "FLOPs = 2×MACs" in macs_reduction(c)[1]
+    c = {
+        "reduction": {"quantity": "processing_time", "value": 0.95, "bound": "="},
+        "convention": "none",
+    }
+    assert macs_reduction(c) == (None, "processing time 95.0 %: not a MACs figure")
