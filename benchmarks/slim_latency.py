@@ -40,7 +40,7 @@ def bench(depth: int, batch: int, pairs: int, reduction: float) -> dict:
     roots = [n for n, _ in dense.named_modules() if n.startswith("layer") and n.endswith(".conv1")]
     s = Structure(dense, x1, roots, ["conv1", "fc"])
     ctx = CompressContext(dense, s, MacModel(dense, x1, s), reduction, 0, None, None)
-    slimmed = slim(dense, Magnitude("uniform").compress(ctx), x1).eval()
+    slimmed = slim(dense, Magnitude("uniform").compress(ctx), x1, s).eval()
     x = torch.randn(batch, 3, 32, 32)
     for _ in range(5):
         _time_ms(dense, x), _time_ms(slimmed, x)

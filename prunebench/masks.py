@@ -2,7 +2,8 @@
 
 A filter mask zeroes an output channel on every layer that produces it (conv/linear weight rows
 and bias, BN weight and bias), so the masked model computes exactly what the slimmed model does:
-the channel is 0 after BN and contributes nothing downstream.
+the channel is 0 after BN and contributes nothing downstream. A kernel mask zeroes ``W[n, c]``
+slices of one conv. Which filters a plan removes is decided by ``prunebench.resolve``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunebench.plan import Plan
-from prunebench.structure import Structure
+from prunebench.resolve import resolve
 
 
 class ChannelMask(nn.Module):
@@ -27,12 +28,35 @@ class ChannelMask(nn.Module):
         return weight * self.mask.to(weight.dtype).view(shape)
 
 
-def apply_masks(model: nn.Module, plan: Plan, structure: Structure) -> nn.Module:
-    """Register masks for ``plan`` on ``model`` in place and return it."""
-    for root, entry in plan.entries.items():
-        mask = torch.zeros(entry.size)
-        mask[entry.keep] = 1.0
-        for name in structure.groups[root].out_members:
+class KernelMask(nn.Module):
+    """Multiply a conv weight (C_out, C_in, k…) by a 0/1 (C_out, C_in) kernel mask."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.float())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        shape = list(self.mask.shape) + [1] * (weight.dim() - 2)
+        return weight * self.mask.to(weight.dtype).view(shape)
+
+
+def register_kernel_mask(module: nn.Module, mask: torch.Tensor) -> None:
+    """Mask ``module.weight``'s kernels (no-op when every kernel is kept)."""
+    if not bool(mask.all()):
+        parametrize.register_parametrization(module, "weight", KernelMask(mask))
+
+
+def apply_masks(model: nn.Module, plan: Plan, structure) -> nn.Module:
+    """Mask ``model`` in place for ``plan`` (replacing earlier masks, baked in) and return it."""
+    remove_masks(model, bake=True)
+    res = resolve(plan, structure)
+    for name, mask in res.kernels.items():
+        register_kernel_mask(model.get_submodule(name), mask)
+    for root, keep in res.filters.items():
+        g = structure.groups[root]
+        mask = torch.zeros(g.size)
+        mask[keep] = 1.0
+        for name in g.out_members:
             module = model.get_submodule(name)
             for pname in ("weight", "bias"):
                 if getattr(module, pname, None) is not None:
@@ -41,9 +65,16 @@ def apply_masks(model: nn.Module, plan: Plan, structure: Structure) -> nn.Module
 
 
 def remove_masks(model: nn.Module, bake: bool = True) -> nn.Module:
-    """Remove every mask; with ``bake`` the masked values are written into the parameters."""
+    """Remove every mask; with ``bake`` the masked values are written into the parameters.
+
+    Safe on a deep copy: torch gives each parametrized module a class of its own, which a deep
+    copy shares with the original, and removing a parametrization edits that class. Each module
+    gets a private copy of it first, so the original keeps working.
+    """
     for module in model.modules():
         if parametrize.is_parametrized(module):
+            cls = module.__class__
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
             for pname in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, pname, leave_parametrized=bake)
     return model

@@ -28,8 +28,9 @@ from torch.utils.data import DataLoader
 
 from prunebench.masks import apply_masks
 from prunebench.plan import Plan
+from prunebench.resolve import resolve
 from prunebench.structure import MacModel, Structure
-from prunebench.target import solve
+from prunebench.target import solve, solve_kernels
 
 
 class TrainingHooks:
@@ -72,8 +73,31 @@ class CompressContext:
         """Plan that prunes the lowest scores to hit the target (see ``prunebench.target``)."""
         return solve(scores, self.mac_model, self.macs_reduction, allocation)
 
+    def solve_kernels(
+        self,
+        scores: dict[str, torch.Tensor],
+        macs_reduction: float | None = None,
+        allocation: str = "global",
+        alive: dict[str, torch.Tensor] | None = None,
+    ) -> Plan:
+        """Kernel plan pruning the lowest (C_out, C_in) scores to hit ``macs_reduction`` (default:
+        the run's target), keeping already-pruned kernels pruned (``alive``)."""
+        target = self.macs_reduction if macs_reduction is None else macs_reduction
+        return solve_kernels(scores, self.mac_model, target, allocation, alive)
+
+    def kernel_weights(self) -> dict[str, torch.Tensor]:
+        """The current (masked) weights of every kernel-prunable conv."""
+        return {
+            n: self.model.get_submodule(n).weight.detach() for n in self.structure.kernel_layers
+        }
+
+    def alive_kernels(self, plan: Plan) -> dict[str, torch.Tensor]:
+        """Per kernel-prunable conv, bool (C_out, C_in): kernels ``plan`` leaves computing."""
+        alive = resolve(plan, self.structure).alive(self.structure)
+        return {n: alive[n] for n in self.structure.kernel_layers}
+
     def apply_masks(self, plan: Plan) -> None:
-        """Mask ``model`` in place so training respects ``plan``."""
+        """Mask ``model`` in place so training respects ``plan`` (earlier masks are replaced)."""
         apply_masks(self.model, plan, self.structure)
 
     def weight(self, root: str) -> torch.Tensor:

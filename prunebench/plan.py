@@ -11,22 +11,27 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-KINDS = ("filter",)
+import torch
+
+KINDS = ("filter", "kernel")
 
 
 @dataclass
 class PlanEntry:
-    """Keep ``keep`` (sorted indices) of the ``size`` units of one group.
+    """Keep ``keep`` (sorted indices) of the ``size`` units of one layer or group.
 
     Attributes:
-        kind: the unit: ``"filter"`` (output channels, with everything coupled to them).
+        kind: the unit: ``"filter"`` (output channels of a group root, with everything coupled
+            to them) or ``"kernel"`` (``W[n, c]`` of one conv; index ``n·C_in + c``).
         size: number of units before pruning.
         keep: indices kept, ascending.
+        shape: ``[C_out, C_in]`` for kernel entries.
     """
 
     kind: str
     size: int
     keep: list[int]
+    shape: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -36,6 +41,26 @@ class PlanEntry:
             raise ValueError("a plan entry must keep at least one unit")
         if self.keep[0] < 0 or self.keep[-1] >= self.size or len(set(self.keep)) != len(self.keep):
             raise ValueError(f"plan entry keeps invalid indices for size {self.size}")
+        if self.kind == "kernel" and (
+            self.shape is None or self.shape[0] * self.shape[1] != self.size
+        ):
+            raise ValueError(f"kernel entry needs shape [C_out, C_in] with product {self.size}")
+
+    @classmethod
+    def from_kernel_mask(cls, mask: torch.Tensor) -> PlanEntry:
+        """A kernel entry from a bool (C_out, C_in) mask of kept kernels."""
+        return cls(
+            "kernel",
+            mask.numel(),
+            torch.nonzero(mask.flatten()).flatten().tolist(),
+            list(mask.shape),
+        )
+
+    def kernel_mask(self) -> torch.Tensor:
+        """bool (C_out, C_in): True where the kernel is kept."""
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        mask[self.keep] = True
+        return mask.view(*self.shape)
 
     @property
     def pruned(self) -> list[int]:

@@ -58,6 +58,12 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
         f"  (−{100 * record['achieved_macs_reduction']:.1f} %, target −{100 * record['target_macs_reduction']:.1f} %)",
         f"{'params':22}{params['dense'] / 1e6:>13.3f}M{params['compressed'] / 1e6:>13.3f}M",
     ]
+    if macs.get("realised", macs["compressed"]) != macs["compressed"]:
+        lines.insert(
+            4,
+            f"{'MACs realised (slim)':22}{'':>14}{macs['realised'] / 1e6:>13.2f}M"
+            "  (masked kernels still computed)",
+        )
     if lat:
         lines.append(
             f"{'latency b' + str(lat['batch']) + ' ' + lat['device'] + ' (ms)':22}"

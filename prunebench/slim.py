@@ -1,4 +1,10 @@
-"""Physical removal: a plan becomes a smaller model whose tensors really shrink."""
+"""Physical removal: a plan becomes a smaller model whose tensors really shrink.
+
+Whole filters and channels (stated by the plan or implied by its kernels, see
+``prunebench.resolve``) are removed through Torch-Pruning's dependency graph; kernels that remain
+pruned inside a surviving conv stay as a kernel mask on the slimmed weight, so finetuning cannot
+revive them and the analytic MACs (surviving kernels) can differ from the realised ones.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,36 @@ import copy
 import torch
 from torch import nn
 
-from prunebench.masks import remove_masks
+from prunebench.masks import register_kernel_mask, remove_masks
 from prunebench.plan import Plan
-from prunebench.structure import build_dependency_graph, out_channel_group
+from prunebench.resolve import resolve
+from prunebench.structure import Structure, build_dependency_graph, out_channel_group
 
 
-def slim(model: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.Module:
-    """Return a copy of ``model`` with the plan's pruned units removed (``model`` is untouched).
-
-    Masks on the copy are baked in first, so a masked model slims to the same function.
-    """
+def slim(
+    model: nn.Module, plan: Plan, example_input: torch.Tensor, structure: Structure
+) -> nn.Module:
+    """Return a slimmed copy of ``model`` (``model`` is untouched); masks are baked in first, so
+    a masked model slims to the same function."""
     slimmed = remove_masks(copy.deepcopy(model), bake=True)
     if not plan.entries:
         return slimmed
+    res = resolve(plan, structure)
+    rows: dict[str, list[int]] = {}
+    cols: dict[str, list[int]] = {}
+    for root, keep in res.filters.items():
+        g = structure.groups[root]
+        for m in g.out_members:
+            rows[m] = keep
+        for m in g.in_members:
+            if m in structure.shapes and structure.shapes[m][1] == g.size:
+                cols[m] = keep
     dg = build_dependency_graph(slimmed, example_input)
-    for root, entry in plan.entries.items():
-        if entry.kind != "filter":
-            raise NotImplementedError(f"slimming of {entry.kind!r} entries")
-        if entry.pruned:
-            out_channel_group(dg, slimmed.get_submodule(root), entry.pruned).prune()
+    for root, keep in res.filters.items():
+        pruned = sorted(set(range(structure.groups[root].size)) - set(keep))
+        out_channel_group(dg, slimmed.get_submodule(root), pruned).prune()
+    for name, mask in res.kernels.items():
+        c_out, c_in = mask.shape
+        mask = mask[rows.get(name, list(range(c_out)))][:, cols.get(name, list(range(c_in)))]
+        register_kernel_mask(slimmed.get_submodule(name), mask)
     return slimmed

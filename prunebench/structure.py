@@ -5,8 +5,8 @@ dependency graph yields the coupled group: the layers whose output dimension shr
 (the root conv, its BN) and the layers whose input dimension shrinks (the next conv). The outputs
 of protected layers (first conv, classifier, …) must never shrink: that is checked here.
 
-:class:`MacModel` predicts the MACs of any choice of group widths from the dense per-module counts,
-so target solvers never rebuild the model; ``tests/`` check it against a real slimmed count.
+:class:`MacModel` predicts the MACs of any plan from the dense per-module counts, so target
+solvers never rebuild the model; ``tests/`` check it against a real slimmed count.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from torch import nn
 
 from prunebench.errors import ConfigError
 from prunebench.measure import count_macs
+from prunebench.plan import Plan
+from prunebench.resolve import resolve, resolve_masks
 
 
 @dataclass
@@ -57,8 +59,18 @@ def out_channel_group(dg: tp.DependencyGraph, module: nn.Module, idxs: Sequence[
     return dg.get_pruning_group(module, pruner.prune_out_channels, list(idxs))
 
 
+KERNEL_LAYER_TYPES = (nn.Conv2d, nn.Conv3d)  # weight (C_out, C_in/groups, k…): kernel = W[n, c]
+
+
 class Structure:
-    """The coupled channel groups of a model, keyed by root layer name."""
+    """The coupled channel groups of a model, keyed by root layer name, and the layers whose
+    kernels may be pruned one by one (every non-transposed conv that is not protected).
+
+    Attributes:
+        groups: root name → :class:`ChannelGroup`.
+        shapes: conv/linear name → (C_out, C_in) of its weight.
+        kernel_layers: names of the convs that kernel-level methods may prune.
+    """
 
     def __init__(
         self,
@@ -68,6 +80,16 @@ class Structure:
         protected: Sequence[str] = (),
     ) -> None:
         names = {m: n for n, m in model.named_modules()}
+        self.shapes: dict[str, tuple[int, int]] = {
+            n: (int(m.weight.shape[0]), int(m.weight.shape[1]))
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)
+        }
+        self.kernel_layers = [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, KERNEL_LAYER_TYPES) and m.groups == 1 and n not in set(protected)
+        ]
         dg = build_dependency_graph(model, example_input)
         self.groups: dict[str, ChannelGroup] = {}
         for root in prunable:
@@ -98,32 +120,33 @@ class Structure:
 
 
 class MacModel:
-    """MACs as a function of group widths: each conv/linear scales by its kept in × out fraction."""
+    """MACs of any plan from the dense per-module counts, without rebuilding the model: each
+    conv/linear scales by the fraction of its kernels that survive."""
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, structure: Structure) -> None:
+        self.structure = structure
         self.per_module = count_macs(model, example_input).per_module
         self.dense_total = sum(self.per_module.values())
-        self.sizes = structure.sizes()
-        self._out: dict[str, str] = {}
-        self._in: dict[str, str] = {}
-        for root, g in structure.groups.items():
-            for m in g.out_members:
-                self._out[m] = root
-            for m in g.in_members:
-                self._in[m] = root
 
-    def macs(self, widths: dict[str, int]) -> int:
-        """Total MACs with group ``root`` at ``widths[root]`` channels (missing roots: dense)."""
-        frac = {r: widths.get(r, n) / n for r, n in self.sizes.items()}
-        total = 0.0
+    def plan_macs(self, plan: Plan) -> int:
+        """Analytic MACs of ``plan``: each conv/linear counts its surviving kernels (removed filters
+        and channels, kernel masks, and what they imply downstream — see ``prunebench.resolve``)."""
+        return self._macs(resolve(plan, self.structure))
+
+    def masks_reduction(
+        self, filters: dict[str, torch.Tensor], kernels: dict[str, torch.Tensor]
+    ) -> float:
+        """:meth:`plan_reduction` straight from bool masks (the solvers' fast path)."""
+        return 1.0 - self._macs(resolve_masks(filters, kernels, self.structure)) / self.dense_total
+
+    def _macs(self, resolved) -> int:
+        alive = resolved.alive(self.structure)
+        total = 0
         for name, macs in self.per_module.items():
-            f_out = frac[self._out[name]] if name in self._out else 1.0
-            f_in = frac[self._in[name]] if name in self._in else 1.0
-            if name in self._out and name in self._in and self._out[name] == self._in[name]:
-                f_in = 1.0  # depthwise: one group drives both sides
-            total += macs * f_out * f_in
-        return int(round(total))
+            a = alive.get(name)
+            total += macs if a is None else macs * int(a.sum()) // a.numel()
+        return total
 
-    def reduction(self, widths: dict[str, int]) -> float:
-        """Fraction of dense MACs removed."""
-        return 1.0 - self.macs(widths) / self.dense_total
+    def plan_reduction(self, plan: Plan) -> float:
+        """Fraction of dense MACs that ``plan`` removes, by :meth:`plan_macs`."""
+        return 1.0 - self.plan_macs(plan) / self.dense_total

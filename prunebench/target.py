@@ -15,6 +15,7 @@ The achieved reduction is the smallest one at or above the target; it must be wi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -39,19 +40,107 @@ def validate_target(macs_reduction: float) -> float:
     return value
 
 
-def _plan(order: dict[str, list[int]], sizes: dict[str, int], n_pruned: dict[str, int]) -> Plan:
-    return Plan(
-        {
-            root: PlanEntry("filter", sizes[root], sorted(order[root][n_pruned[root] :]))
-            for root in sizes
-            if n_pruned[root] > 0
-        }
-    )
+def _bisect(n: int, reduction: Callable[[int], float], target: float) -> int:
+    """Smallest k in [0, n] with reduction(k) ≥ target (reduction is non-decreasing in k)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if reduction(mid) >= target - 1e-9:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
-def _ascending(scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-    # Stable sort: ties break by index, so the same scores always give the same plan.
-    return {r: torch.argsort(s.double(), stable=True).tolist() for r, s in scores.items()}
+def solve_units(
+    scores: dict[str, torch.Tensor],
+    kind: str,
+    mac_model: MacModel,
+    macs_reduction: float,
+    allocation: str = "global",
+    tolerance: float = 0.01,
+    min_keep: int = 1,
+    alive: dict[str, torch.Tensor] | None = None,
+) -> Plan:
+    """Prune the lowest-scored units until the MACs reduction reaches ``macs_reduction``.
+
+    Args:
+        scores: layer → one score per unit, flattened (higher = more important). For ``global``
+            allocation the scores must be comparable across layers (normalise them first).
+        kind: ``"filter"`` (layers are group roots, units their channels) or ``"kernel"``
+            (layers are convs, units their (C_out, C_in) kernels).
+        mac_model: counts the plan's MACs.
+        macs_reduction: target fraction of dense MACs removed, in (0, 1).
+        allocation: ``"global"`` or ``"uniform"``.
+        tolerance: largest accepted |achieved − target| (absolute fraction).
+        min_keep: units every layer keeps.
+        alive: layer → bool mask of units still in play (pruned earlier ones stay pruned).
+    """
+    target = validate_target(macs_reduction)
+    if allocation not in ALLOCATIONS:
+        raise ConfigError(f"allocation={allocation!r}; choices: {ALLOCATIONS}")
+    layers = list(scores)
+    alive = {
+        r: torch.ones(scores[r].numel(), dtype=torch.bool) if alive is None else alive[r].flatten()
+        for r in layers
+    }
+    keys, layer_idx, unit_idx = [], [], []
+    for li, r in enumerate(layers):
+        s, ok = scores[r].flatten().double(), alive[r]
+        units = torch.nonzero(ok).flatten()
+        order = units[torch.argsort(s[units], stable=True)]  # ties break by index: deterministic
+        order = order[: max(0, len(order) - min_keep)]
+        dead = int((~ok).sum())
+        # global: by score; uniform: by the fraction of the layer pruned after this removal, so
+        # every layer prunes as nearly the same fraction as whole units allow.
+        k = (
+            s[order]
+            if allocation == "global"
+            else (dead + torch.arange(1, len(order) + 1)) / s.numel()
+        )
+        keys.append(k.double())
+        layer_idx.append(torch.full((len(order),), li))
+        unit_idx.append(order)
+    keys_t, layer_t, unit_t = (torch.cat(x) for x in (keys, layer_idx, unit_idx))
+    # Sort by (key, layer order, unit order): by layer first, then stably by key.
+    rank = torch.argsort(layer_t, stable=True)
+    rank = rank[torch.argsort(keys_t[rank], stable=True)]
+    layer_t, unit_t = layer_t[rank], unit_t[rank]
+
+    shapes = {r: scores[r].shape for r in layers}
+
+    def kept_at(k: int) -> dict[str, torch.Tensor]:
+        kept = {r: alive[r].clone() for r in layers}
+        for li, r in enumerate(layers):
+            kept[r][unit_t[:k][layer_t[:k] == li]] = False
+        return {r: m.view(shapes[r]) for r, m in kept.items()}
+
+    def reduction(k: int) -> float:
+        kept = kept_at(k)
+        return mac_model.masks_reduction(*((kept, {}) if kind == "filter" else ({}, kept)))
+
+    def to_plan(kept: dict[str, torch.Tensor]) -> Plan:
+        make = (
+            (lambda m: PlanEntry("filter", m.numel(), torch.nonzero(m).flatten().tolist()))
+            if kind == "filter"
+            else PlanEntry.from_kernel_mask
+        )
+        return Plan({r: make(m) for r, m in kept.items() if not m.all()})
+
+    most = reduction(len(rank))
+    if most < target - 1e-9:
+        raise ConfigError(
+            f"target.macs_reduction={target} is unreachable: pruning every prunable unit but "
+            f"{min_keep} per layer removes {most:.3f} of the MACs"
+        )
+    plan = to_plan(kept_at(_bisect(len(rank), reduction, target)))
+    achieved = mac_model.plan_reduction(plan)
+    if achieved - target > tolerance:
+        raise ConfigError(
+            f"{allocation} allocation reaches {achieved:.4f}, not within {tolerance} of "
+            f"target.macs_reduction={target}: one unit removes too many MACs at this size"
+        )
+    return plan
 
 
 def solve(
@@ -62,62 +151,18 @@ def solve(
     tolerance: float = 0.01,
     min_keep: int = 1,
 ) -> Plan:
-    """Prune the lowest-scored units until the MACs reduction reaches ``macs_reduction``.
+    """Filter pruning: ``scores`` maps each group root to one score per output channel."""
+    return solve_units(scores, "filter", mac_model, macs_reduction, allocation, tolerance, min_keep)
 
-    Args:
-        scores: group root → one score per unit (higher = more important). For ``global``
-            allocation the scores must be comparable across groups (normalise them first).
-        mac_model: predicts MACs from widths.
-        macs_reduction: target fraction of dense MACs removed, in (0, 1).
-        allocation: ``"global"`` or ``"uniform"``.
-        tolerance: largest accepted |achieved − target| (absolute fraction).
-        min_keep: units every group keeps.
-    """
-    target = validate_target(macs_reduction)
-    if allocation not in ALLOCATIONS:
-        raise ConfigError(f"allocation={allocation!r}; choices: {ALLOCATIONS}")
-    sizes = {r: int(s.numel()) for r, s in scores.items()}
-    order = _ascending(scores)
 
-    def reduction(n_pruned: dict[str, int]) -> float:
-        return mac_model.reduction({r: sizes[r] - n_pruned[r] for r in sizes})
-
-    # Removal order: by score (global), or by rank fraction within the layer (uniform), so that
-    # after any number of removals every layer has pruned as nearly the same fraction as it can.
-    def key(root: str, rank: int) -> float:
-        return (
-            float(scores[root][order[root][rank]])
-            if allocation == "global"
-            else (rank + 1) / sizes[root]
-        )
-
-    candidates = sorted(
-        (key(r, rank), g, r) for g, r in enumerate(sizes) for rank in range(sizes[r] - min_keep)
-    )
-
-    def counts(k: int) -> dict[str, int]:
-        n = dict.fromkeys(sizes, 0)
-        for _, _, r in candidates[:k]:
-            n[r] += 1
-        return n
-
-    lo, hi = 0, len(candidates)
-    if reduction(counts(hi)) < target - 1e-9:
-        raise ConfigError(
-            f"target.macs_reduction={target} is unreachable: pruning every prunable unit but "
-            f"{min_keep} per group removes {reduction(counts(hi)):.3f} of the MACs"
-        )
-    while lo < hi:  # smallest k whose reduction reaches the target
-        mid = (lo + hi) // 2
-        if reduction(counts(mid)) >= target - 1e-9:
-            hi = mid
-        else:
-            lo = mid + 1
-    n_pruned = counts(lo)
-    achieved = reduction(n_pruned)
-    if achieved - target > tolerance:
-        raise ConfigError(
-            f"{allocation} allocation reaches {achieved:.4f}, not within {tolerance} of "
-            f"target.macs_reduction={target}: one unit removes too many MACs at this size"
-        )
-    return _plan(order, sizes, n_pruned)
+def solve_kernels(
+    scores: dict[str, torch.Tensor],
+    mac_model: MacModel,
+    macs_reduction: float,
+    allocation: str = "global",
+    alive: dict[str, torch.Tensor] | None = None,
+    tolerance: float = 0.01,
+) -> Plan:
+    """Kernel pruning: ``scores`` maps each conv to a (C_out, C_in) score per kernel ``W[n, c]``;
+    ``alive`` holds the kernels not yet pruned (iterative methods)."""
+    return solve_units(scores, "kernel", mac_model, macs_reduction, allocation, tolerance, 1, alive)

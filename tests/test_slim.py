@@ -49,12 +49,12 @@ def test_magnitude_half_macs_is_exact(depth, shortcut, allocation):
     model = _trained_like(depth, shortcut)
     ctx = _context(model, 0.5)
     plan = Magnitude(allocation).compress(ctx)
-    slimmed = slim(model, plan, X).eval()
+    slimmed = slim(model, plan, X, ctx.structure).eval()
 
     # Achieved reduction within 1 % of the target, and predicted == counted.
     macs_dense, macs_slim = count_macs(model, X).total, count_macs(slimmed, X).total
     assert abs((1 - macs_slim / macs_dense) - 0.5) <= 0.01
-    assert ctx.mac_model.macs(plan.widths()) == macs_slim
+    assert ctx.mac_model.plan_macs(plan) == macs_slim
 
     # Slimmed MACs equal an unpruned model built directly at the slimmed widths.
     mids = [

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from prunebench.errors import ConfigError
+from prunebench.plan import Plan, PlanEntry
 from prunebench.structure import MacModel, Structure
 from prunebench.target import solve, validate_target
 
@@ -23,6 +24,11 @@ class Toy(nn.Module):
         return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
 
 
+def widths(**kept: int) -> Plan:
+    """A filter plan keeping the first ``kept[root]`` of 4 channels."""
+    return Plan({r: PlanEntry("filter", 4, list(range(n))) for r, n in kept.items()})
+
+
 @pytest.fixture
 def toy():
     m, x = Toy(), torch.zeros(1, 3, 2, 2)
@@ -35,9 +41,9 @@ def test_mac_model_hand_computed(toy):
     assert mm.dense_total == 144
     assert s.groups["a"].out_members == ["a"] and s.groups["a"].in_members == ["b"]
     # a keeps 2 of 4: a = 3·2·4 = 24, b = 2·4·4 = 32, c = 32 → 88.
-    assert mm.macs({"a": 2}) == 88
+    assert mm.plan_macs(widths(a=2)) == 88
     # a keeps 2, b keeps 1: 24 + 2·1·4 + 1·2·4 = 40.
-    assert mm.macs({"a": 2, "b": 1}) == 40
+    assert mm.plan_macs(widths(a=2, b=1)) == 40
 
 
 def test_global_prunes_lowest_scores_first(toy):
@@ -57,7 +63,7 @@ def test_uniform_prunes_equal_fractions(toy):
     # Order a, b, a, b, …: after 3 removals a keeps 2, b keeps 3 → 24 + 24 + 24 = 72 = 0.5 removed.
     plan = solve(scores, mm, 0.5, "uniform", tolerance=0.0)
     assert plan.widths() == {"a": 2, "b": 3}
-    assert mm.macs(plan.widths()) == 72
+    assert mm.plan_macs(plan) == 72
     assert plan.entries["a"].keep == [0, 2] and plan.entries["b"].keep == [0, 1, 3]
 
 

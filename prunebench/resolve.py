@@ -1,0 +1,82 @@
+"""What a plan removes once its consequences are followed, in one place.
+
+A plan states filters (whole output channels of a group) and kernels (``W[n, c]`` slices of a
+conv). Two consequences follow, and masks, slimming and MAC counting all use this module so they
+agree:
+
+* a filter of a group's root whose kernels are all pruned is removed as a filter: its BN channel
+  is masked too (else BN would emit a constant there) and the channel leaves the consumers;
+* a channel that no consumer reads any more (every in-member conv has all kernels ``[:, c]``
+  pruned) is removed from its producer — this changes nothing the network computes.
+
+The second rule needs the consumer's input index to be the channel index; where a concat or
+other index mapping sits between (the consumer's C_in differs from the group size) it is not
+applied, conservatively.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prunebench.plan import Plan
+
+
+@dataclass
+class Resolved:
+    """Kept channels per group root, and the alive-kernel mask of each kernel-masked conv."""
+
+    filters: dict[str, list[int]]
+    kernels: dict[str, torch.Tensor]
+
+    def alive(self, structure) -> dict[str, torch.Tensor]:
+        """conv/linear name → bool (C_out, C_in): the kernels that still compute anything."""
+        out = {n: torch.ones(shape, dtype=torch.bool) for n, shape in structure.shapes.items()}
+        for name, mask in self.kernels.items():
+            out[name] &= mask
+        for root, keep in self.filters.items():
+            g = structure.groups[root]
+            gone = torch.ones(g.size, dtype=torch.bool)
+            gone[keep] = False
+            for m in g.out_members:
+                if m in out:
+                    out[m][gone, :] = False
+            for m in g.in_members:
+                if m in out and out[m].shape[1] == g.size:
+                    out[m][:, gone] = False
+        return out
+
+
+def resolve(plan: Plan, structure) -> Resolved:
+    """Follow ``plan``'s consequences (see the module docstring)."""
+    filters, kernels = {}, {}
+    for name, e in plan.entries.items():
+        if e.kind == "kernel":
+            kernels[name] = e.kernel_mask()
+        else:
+            filters[name] = torch.zeros(e.size, dtype=torch.bool)
+            filters[name][e.keep] = True
+    return resolve_masks(filters, kernels, structure)
+
+
+def resolve_masks(
+    filters: dict[str, torch.Tensor], kernels: dict[str, torch.Tensor], structure
+) -> Resolved:
+    """:func:`resolve` on masks: group root → bool kept channels, conv → bool (C_out, C_in)."""
+    kept_filters: dict[str, list[int]] = {}
+    for root, g in structure.groups.items():
+        kept = filters[root].clone() if root in filters else torch.ones(g.size, dtype=torch.bool)
+        if root in kernels:  # dead filters of the root
+            kept &= kernels[root].any(dim=1)
+        readers = [m for m in g.in_members if m in structure.shapes]
+        if readers and all(m in kernels and kernels[m].shape[1] == g.size for m in readers):
+            read = torch.zeros(g.size, dtype=torch.bool)
+            for m in readers:
+                read |= kernels[m].any(dim=0)
+            kept &= read
+        if not kept.any():  # never remove a whole group: keep channel 0 so shapes stay valid
+            kept[0] = True
+        if not kept.all():
+            kept_filters[root] = torch.nonzero(kept).flatten().tolist()
+    return Resolved(filters=kept_filters, kernels=kernels)
