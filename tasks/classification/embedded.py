@@ -1,10 +1,10 @@
 """A procedurally generated 10-class 32×32 RGB dataset: shapes on noisy, cluttered backgrounds.
 
 Each image holds one shape of its class (disk, square, triangle, ring, plus, cross, horizontal
-stripes, vertical stripes, dot pair, diamond) at a random position, scale, small rotation, colour
-and contrast, over a two-colour gradient with Gaussian noise and a distractor blob. Low-contrast,
-noisy samples and the square/diamond and plus/cross pairs under rotation keep it from being
-trivially separable. Generation is vectorised and seeded: the same seed gives the same bytes.
+stripes, vertical stripes, dot pair, diamond) at a random position, scale, small rotation and
+opacity, in a colour set off the background's, over a two-colour gradient with Gaussian noise and
+a distractor blob. Faint, noisy samples, the distractor (a disk) and the square/diamond and
+plus/cross pairs under rotation keep it from being trivially separable. Generation is vectorised and seeded: the same seed gives the same bytes.
 """
 
 from __future__ import annotations
@@ -78,14 +78,17 @@ def make_shapes(
         # Background: a gradient between two colours along a random direction, plus clutter.
         phi = rng.uniform(0, 2 * np.pi, (m, 1, 1, 1))
         t = (np.cos(phi) * xx + np.sin(phi) * yy + 1.5) / 3
-        img = _colour(rng, m) * (1 - t) + _colour(rng, m) * t
+        c0, c1 = _colour(rng, m), _colour(rng, m)
+        img = c0 * (1 - t) + c1 * t
         bx, by = (rng.uniform(-1, 1, (m, 1, 1, 1)) for _ in range(2))
-        blob = ((xx - bx) ** 2 + (yy - by) ** 2 < rng.uniform(0.01, 0.06, (m, 1, 1, 1))).astype(
-            float
-        )
+        radius2 = rng.uniform(0.01, 0.04, (m, 1, 1, 1))
+        blob = ((xx - bx) ** 2 + (yy - by) ** 2 < radius2).astype(float)
         img = img * (1 - blob) + _colour(rng, m) * blob
-        alpha = rng.uniform(0.5, 1.0, (m, 1, 1, 1))
-        img = img * (1 - alpha * shape) + _colour(rng, m) * alpha * shape
+        # The shape's colour stands off the background's mean (so the shape is always visible);
+        # its opacity and the pixel noise set how hard a sample is.
+        fg = np.clip(1 - (c0 + c1) / 2 + rng.uniform(-0.25, 0.25, (m, 3, 1, 1)), 0, 1)
+        alpha = rng.uniform(0.45, 1.0, (m, 1, 1, 1))
+        img = img * (1 - alpha * shape) + fg * alpha * shape
         img = img + rng.normal(0, 1, img.shape) * rng.uniform(0.02, 0.15, (m, 1, 1, 1))
         images[start : start + m] = np.clip(img * 255, 0, 255).round().astype(np.uint8)
     return images, labels
