@@ -182,33 +182,80 @@ class Pipeline:
         return model, slim(model, plan, example, structure), plan, mac_model
 
     def run(self) -> dict[str, Any]:
-        if self.record_path.exists() and not self.cfg.get("overwrite", False):
-            record = read_record(self.record_path)
+        """Run the stages and write the record; a point whose record is ``ok`` is not run again
+        unless ``overwrite=true``. A run that fails leaves a ``failed`` record saying why (never
+        in place of an ``ok`` one) and re-raises."""
+        previous = read_record(self.record_path) if self.record_path.exists() else None
+        if previous and previous["status"] == "ok" and not self.cfg.get("overwrite", False):
             print(
                 f"record exists: {self.record_path} (pass overwrite=true to run this point again)"
             )
-            report.print_summary(record, self.record_path)
-            return record
+            report.print_summary(previous, self.record_path)
+            return previous
         _quiet_lightning()
-        sizes = self.cfg["budget"]["data"]
-        self.dm = self.task.datamodule(self.cfg["data"], sizes, self.seed)
+        self.tracker = Tracker({"enabled": False}, self.point_id, self.cfg)
+        try:
+            record = self._stages()
+        except Exception as exc:
+            if not (previous and previous["status"] == "ok"):
+                write_record(self._failed(exc), self.record_path)
+            self.tracker.finish({"status": "failed"})
+            raise
+        write_record(record, self.record_path)
+        report.print_summary(record, self.record_path)
+        return record
+
+    def _stages(self) -> dict[str, Any]:
+        self.dm = self.task.datamodule(self.cfg["data"], self.cfg["budget"]["data"], self.seed)
         self.tracker = Tracker(self.cfg["logger"], self.point_id, self.cfg)
         baseline, info = self._timed("baseline", self._baseline)
         _, compressed, plan, mac_model = self._timed("compress", self._compress, baseline)
         if self.method.finetune:
-            self._timed(
-                "finetune",
-                self.fit,
-                compressed,
-                "finetune",
-                int(self.cfg["budget"]["finetune_epochs"]),
-                "finetune",
-            )
+            epochs = int(self.cfg["budget"]["finetune_epochs"])
+            self._timed("finetune", self.fit, compressed, "finetune", epochs, "finetune")
         test = self._timed("evaluate", self.evaluate, compressed, "test")
-        record = self._record(baseline, compressed, plan, mac_model, info, test)
-        write_record(record, self.record_path)
-        report.print_summary(record, self.record_path)
-        return record
+        return self._record(baseline, compressed, plan, mac_model, info, test)
+
+    def _identity(self) -> dict[str, Any]:
+        """The record's fields that are known before anything runs."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": uuid.uuid4().hex[:12],
+            "point_id": self.point_id,
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(),
+            "task": self.task.name,
+            "method": self.cfg["method"]["name"],
+            "method_hparams": self.method.hparams(),
+            "seed": self.seed,
+            "budget": self.cfg["budget"]["name"],
+            "data_source": self.cfg["data"]["source"],
+            "target_macs_reduction": float(self.cfg["target"]["macs_reduction"]),
+            "metric": f"test/{self.task.metric}",
+            "higher_is_better": self.task.higher_is_better,
+            "stage_seconds": self.stage_seconds,
+            "config": self.cfg,
+        }
+
+    def _failed(self, exc: BaseException) -> dict[str, Any]:
+        return {
+            **self._identity(),
+            "status": "failed",
+            "failure_reason": f"{type(exc).__name__}: {exc}",
+            "achieved_macs_reduction": 0.0,
+            "baseline": {
+                "hash": baseline_key(self.cfg),
+                "recipe_hash": baseline_key(self.cfg, with_seed=False),
+                "source": "none",
+                "test": {},
+            },
+            "test": {},
+            "macs": {"dense": 0, "compressed": 0},
+            "params": {"dense": 0, "compressed": 0},
+            "latency": None,
+            "plan_widths": {},
+            "wandb": None,
+        }
 
     def _record(self, baseline, compressed, plan, mac_model, info, test) -> dict[str, Any]:
         example = self.task.example_input()
@@ -239,20 +286,9 @@ class Pipeline:
         achieved = 1 - macs_analytic / macs_dense.total
         summary = {**test, "macs_reduction": achieved, "macs": macs_analytic}
         return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": uuid.uuid4().hex[:12],
-            "point_id": self.point_id,
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": _git_commit(),
+            **self._identity(),
             "status": "ok",
             "failure_reason": None,
-            "task": self.task.name,
-            "method": self.cfg["method"]["name"],
-            "method_hparams": self.method.hparams(),
-            "seed": self.seed,
-            "budget": self.cfg["budget"]["name"],
-            "data_source": self.cfg["data"]["source"],
-            "target_macs_reduction": float(self.cfg["target"]["macs_reduction"]),
             "achieved_macs_reduction": achieved,
             "baseline": {
                 "hash": info["hash"],
@@ -261,8 +297,6 @@ class Pipeline:
                 "val": {k: v for k, v in info["metrics"].items() if k.startswith("val/")},
                 "test": {k: v for k, v in info["metrics"].items() if k.startswith("test/")},
             },
-            "metric": f"test/{self.task.metric}",
-            "higher_is_better": self.task.higher_is_better,
             "test": test,
             "macs": {
                 "dense": macs_dense.total,
@@ -271,8 +305,6 @@ class Pipeline:
             },
             "params": {"dense": count_params(baseline), "compressed": count_params(compressed)},
             "latency": latency,
-            "stage_seconds": self.stage_seconds,
             "plan_widths": plan.widths(),
             "wandb": self.tracker.finish(summary),
-            "config": self.cfg,
         }

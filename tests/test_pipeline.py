@@ -94,3 +94,26 @@ def test_every_method_runs_end_to_end(cfg_factory, method):
     else:
         assert rec["achieved_macs_reduction"] == 0.0
     assert 0.0 <= rec["test"]["test/top1"] <= 1.0
+
+
+def test_a_failed_run_leaves_a_failed_record_and_reruns(cfg_factory, monkeypatch):
+    from methods.magnitude import Magnitude
+
+    def boom(self, ctx):
+        raise RuntimeError("scoring exploded")
+
+    monkeypatch.setattr(Magnitude, "compress", boom)
+    with pytest.raises(RuntimeError, match="exploded"):
+        Pipeline(cfg_factory("method=magnitude")).run()
+    (path,) = (Path(cfg_factory()["paths"]["results_dir"]) / "records").rglob("*.json")
+    failed = read_record(path)
+    assert failed["status"] == "failed" and "scoring exploded" in failed["failure_reason"]
+    monkeypatch.undo()
+    ok = Pipeline(cfg_factory("method=magnitude")).run()  # a failed point is run again
+    assert ok["status"] == "ok" and read_record(path)["run_id"] == ok["run_id"]
+    monkeypatch.setattr(Magnitude, "compress", boom)
+    with pytest.raises(RuntimeError):
+        Pipeline(cfg_factory("method=magnitude", "overwrite=true")).run()
+    assert (
+        read_record(path)["run_id"] == ok["run_id"]
+    )  # an ok record is never replaced by a failure
