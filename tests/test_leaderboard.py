@@ -209,3 +209,29 @@ def test_claim_conversions():
         "convention": "none",
     }
     assert macs_reduction(c) == (None, "processing time 95.0 %: not a MACs figure")
+
+
+def test_wandb_tables_are_logged_offline(tmp_path):
+    d = tmp_path / "records" / "cifar10_resnet20"
+    for s in range(2):
+        write_record(rec(seed=s, top1=0.7 + s / 100), d / f"r{s}.json")
+    runs = tmp_path / "runs"
+    assert (
+        leaderboard_main(
+            [
+                "--results",
+                str(tmp_path),
+                "--claims",
+                str(CLAIMS),
+                "--wandb",
+                "--runs-dir",
+                str(runs),
+            ]
+        )
+        == 0
+    )
+    (table,) = runs.glob("wandb/offline-run-*/files/media/table/leaderboard/**/*.table.json")
+    data = json.loads(table.read_text())
+    row = dict(zip(data["columns"], data["data"][0], strict=True))
+    assert row["method"] == "magnitude" and row["n"] == 2
+    assert row["metric"] == pytest.approx(0.705)
