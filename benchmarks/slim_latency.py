@@ -22,7 +22,6 @@ from prunebench.measure import count_macs
 from prunebench.method import CompressContext
 from prunebench.records import write_atomic
 from prunebench.slim import slim
-from prunebench.structure import MacModel, Structure
 from tasks.classification.resnet_cifar import CifarResNet
 
 
@@ -38,9 +37,8 @@ def bench(depth: int, batch: int, pairs: int, reduction: float) -> dict:
     dense = CifarResNet(depth).eval()
     x1 = torch.zeros(1, 3, 32, 32)
     roots = [n for n, _ in dense.named_modules() if n.startswith("layer") and n.endswith(".conv1")]
-    s = Structure(dense, x1, roots, ["conv1", "fc"])
-    ctx = CompressContext(dense, s, MacModel(dense, x1, s), reduction, 0, None, None)
-    slimmed = slim(dense, Magnitude("uniform").compress(ctx), x1, s).eval()
+    ctx = CompressContext.build(dense, x1, roots, ["conv1", "fc"], reduction)
+    slimmed = slim(dense, Magnitude("uniform").compress(ctx), x1, ctx.structure).eval()
     x = torch.randn(batch, 3, 32, 32)
     for _ in range(5):
         _time_ms(dense, x), _time_ms(slimmed, x)

@@ -10,6 +10,7 @@ class Dense(Method):
     """Keeps every unit and skips finetuning, so its numbers are the baseline's."""
 
     finetune = False
+    uses_target = False
 
     def compress(self, ctx: CompressContext) -> Plan:
         return Plan()

@@ -87,7 +87,8 @@ def load_records(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[st
 
 
 def _key(r: dict[str, Any]) -> tuple:
-    target = None if not r["plan_widths"] else round(float(r["target_macs_reduction"]), 4)
+    t = r["target_macs_reduction"]
+    target = None if not r["plan_widths"] or t is None else round(float(t), 4)
     return (
         r["task"],
         r["data_source"],

@@ -3,7 +3,8 @@
 A filter mask zeroes an output channel on every layer that produces it (conv/linear weight rows
 and bias, BN weight and bias), so the masked model computes exactly what the slimmed model does:
 the channel is 0 after BN and contributes nothing downstream. A kernel mask zeroes ``W[n, c]``
-slices of one conv. Which filters a plan removes is decided by ``prunebench.resolve``.
+slices of one conv. A low-rank projection replaces a conv weight by its rank-r approximation.
+Which filters a plan removes is decided by ``prunebench.resolve``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from prunebench.lowrank import as_matrix, from_matrix
 from prunebench.plan import Plan
 from prunebench.resolve import resolve
 
@@ -40,6 +42,21 @@ class KernelMask(nn.Module):
         return weight * self.mask.to(weight.dtype).view(shape)
 
 
+class LowRankProjection(nn.Module):
+    """Replace a conv weight by its rank-``rank`` approximation (the function the factorised
+    two-conv form computes)."""
+
+    def __init__(self, rank: int, scheme: str) -> None:
+        super().__init__()
+        self.rank, self.scheme = rank, scheme
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        m = as_matrix(weight, self.scheme)
+        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        r = self.rank
+        return from_matrix((u[:, :r] * s[:r]) @ vh[:r], weight.shape, self.scheme)
+
+
 def register_kernel_mask(module: nn.Module, mask: torch.Tensor) -> None:
     """Mask ``module.weight``'s kernels (no-op when every kernel is kept)."""
     if not bool(mask.all()):
@@ -52,6 +69,10 @@ def apply_masks(model: nn.Module, plan: Plan, structure) -> nn.Module:
     res = resolve(plan, structure)
     for name, mask in res.kernels.items():
         register_kernel_mask(model.get_submodule(name), mask)
+    for name, (scheme, rank) in res.lowrank.items():
+        parametrize.register_parametrization(
+            model.get_submodule(name), "weight", LowRankProjection(rank, scheme)
+        )
     for root, keep in res.filters.items():
         g = structure.groups[root]
         mask = torch.zeros(g.size)

@@ -36,6 +36,9 @@ from prunebench.target import solve, solve_kernels
 class TrainingHooks:
     """Training-time behaviour a method adds; every hook is a no-op by default."""
 
+    def batch_start(self, model: nn.Module, step: int) -> None:
+        """Before the forward pass of a training batch (e.g. to project weights)."""
+
     def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
         """A term added to the task loss (e.g. a regulariser or a MACs constraint)."""
         return None
@@ -57,7 +60,9 @@ class CompressContext:
         mac_model: MACs as a function of group widths.
         macs_reduction: target fraction of dense MACs removed.
         seed: the run's seed (derive every random draw from it).
-        train: ``train(epochs, hooks)`` trains ``model`` in place under the core's loop.
+        compress_epochs: the budget's training epochs for during-training methods.
+        train: ``train(epochs, hooks, recipe)`` trains ``model`` in place under the core's loop
+            (``recipe``: the task's ``"finetune"`` optimiser recipe by default, or ``"baseline"``).
         calib_loader: ``calib_loader(fraction)`` → a loader over part of the training split.
     """
 
@@ -66,8 +71,36 @@ class CompressContext:
     mac_model: MacModel
     macs_reduction: float
     seed: int
-    train: Callable[[int, TrainingHooks | None], None]
+    compress_epochs: int
+    train: Callable[..., None]
     calib_loader: Callable[[float], DataLoader]
+
+    @classmethod
+    def build(
+        cls,
+        model: nn.Module,
+        example_input: torch.Tensor,
+        prunable: list[str],
+        protected: list[str],
+        macs_reduction: float,
+        seed: int = 0,
+        compress_epochs: int = 0,
+        train: Callable[..., None] | None = None,
+        calib_loader: Callable[[float], DataLoader] | None = None,
+    ) -> CompressContext:
+        """A context for ``model``: its structure and MAC model traced on ``example_input``;
+        ``train`` defaults to no training (unit tests, benchmarks)."""
+        structure = Structure(model, example_input, prunable, protected)
+        return cls(
+            model,
+            structure,
+            MacModel(model, example_input, structure),
+            macs_reduction,
+            seed,
+            compress_epochs,
+            train or (lambda *args, **kwargs: None),
+            calib_loader,
+        )
 
     def solve(self, scores: dict[str, torch.Tensor], allocation: str = "global") -> Plan:
         """Plan that prunes the lowest scores to hit the target (see ``prunebench.target``)."""
@@ -111,10 +144,14 @@ class Method:
     Attributes:
         start: ``"baseline"`` (from the shared dense baseline) or ``"scratch"``.
         finetune: whether the finetune stage runs after compression.
+        uses_target: whether the plan is solved for ``target.macs_reduction``.
     """
 
     start: ClassVar[str] = "baseline"
     finetune: ClassVar[bool] = True
+    uses_target: ClassVar[bool] = (
+        True  # False: the method sets its own reduction (record: no target)
+    )
 
     @property
     def name(self) -> str:

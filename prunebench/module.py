@@ -41,6 +41,9 @@ class PruneModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self.hooks.batch_start(self.model, self.global_step)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, _ = self.task.split_batch(batch)
         loss = self.task.loss(self.model(x), batch)

@@ -32,7 +32,7 @@ from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
 from prunebench.records import SCHEMA_VERSION, read_record, write_record
 from prunebench.slim import slim
-from prunebench.structure import MacModel, Structure
+from prunebench.structure import MacModel
 from prunebench.target import validate_target
 from prunebench.tracking import Tracker
 from tasks.base import Task
@@ -165,21 +165,21 @@ class Pipeline:
         else:
             model = copy.deepcopy(baseline)
         example = self.task.example_input()
-        structure = Structure(
-            model, example, self.task.prunable_layers(model), self.task.protected_layers(model)
-        )
-        mac_model = MacModel(model, example, structure)
-        ctx = CompressContext(
-            model=model,
-            structure=structure,
-            mac_model=mac_model,
+        ctx = CompressContext.build(
+            model,
+            example,
+            self.task.prunable_layers(model),
+            self.task.protected_layers(model),
             macs_reduction=float(self.cfg["target"]["macs_reduction"]),
             seed=self.seed,
-            train=lambda epochs, hooks=None: self.fit(model, "compress", epochs, "finetune", hooks),
+            compress_epochs=int(self.cfg["budget"]["compress_epochs"]),
+            train=lambda epochs, hooks=None, recipe="finetune": self.fit(
+                model, "compress", epochs, recipe, hooks
+            ),
             calib_loader=self.dm.calib_dataloader,
         )
         plan = self.method.compress(ctx)
-        return model, slim(model, plan, example, structure), plan, mac_model
+        return model, slim(model, plan, example, ctx.structure), plan, ctx.mac_model
 
     def run(self) -> dict[str, Any]:
         """Run the stages and write the record; a point whose record is ``ok`` is not run again
@@ -230,7 +230,9 @@ class Pipeline:
             "seed": self.seed,
             "budget": self.cfg["budget"]["name"],
             "data_source": self.cfg["data"]["source"],
-            "target_macs_reduction": float(self.cfg["target"]["macs_reduction"]),
+            "target_macs_reduction": (
+                float(self.cfg["target"]["macs_reduction"]) if self.method.uses_target else None
+            ),
             "metric": f"test/{self.task.metric}",
             "higher_is_better": self.task.higher_is_better,
             "stage_seconds": self.stage_seconds,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("filter", "kernel")
+KINDS = ("filter", "kernel", "lowrank")
 
 
 @dataclass
@@ -26,12 +26,15 @@ class PlanEntry:
         size: number of units before pruning.
         keep: indices kept, ascending.
         shape: ``[C_out, C_in]`` for kernel entries.
+        scheme: for ``"lowrank"`` entries (a conv factorised into two; units are singular
+            values, ``keep = [0, …, r−1]``): ``"channel"`` or ``"spatial"``.
     """
 
     kind: str
     size: int
     keep: list[int]
     shape: list[int] | None = None
+    scheme: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -45,6 +48,15 @@ class PlanEntry:
             self.shape is None or self.shape[0] * self.shape[1] != self.size
         ):
             raise ValueError(f"kernel entry needs shape [C_out, C_in] with product {self.size}")
+        if self.kind == "lowrank" and (
+            self.scheme not in ("channel", "spatial") or self.keep != list(range(len(self.keep)))
+        ):
+            raise ValueError("lowrank entry needs scheme channel|spatial and keep = [0, …, r−1]")
+
+    @classmethod
+    def lowrank(cls, rank: int, full_rank: int, scheme: str) -> PlanEntry:
+        """Factorise a conv at ``rank`` of its ``full_rank`` singular values."""
+        return cls("lowrank", full_rank, list(range(rank)), scheme=scheme)
 
     @classmethod
     def from_kernel_mask(cls, mask: torch.Tensor) -> PlanEntry:

@@ -27,7 +27,7 @@ SCHEMA: dict[str, tuple] = {
     "seed": (int,),
     "budget": (str,),
     "data_source": (str,),
-    "target_macs_reduction": (float, int),
+    "target_macs_reduction": (float, int, type(None)),  # None: the method sets its own
     "achieved_macs_reduction": (float, int),
     "baseline": (dict,),
     "metric": (str,),

@@ -10,6 +10,13 @@ from torch import nn
 from prunebench.measure import MacCount
 
 
+def _width(module: nn.Module | None) -> int:
+    """Output channels; for a factorised conv (two convs in a Sequential), the last one's."""
+    if isinstance(module, nn.Sequential):
+        module = module[-1]
+    return int(module.weight.shape[0]) if module is not None and hasattr(module, "weight") else 0
+
+
 def layer_rows(
     dense: nn.Module, compressed: nn.Module, macs_dense: MacCount, macs_comp: MacCount
 ) -> list[dict[str, Any]]:
@@ -19,14 +26,17 @@ def layer_rows(
     for name, module in dense.named_modules():
         if name not in macs_dense.per_module or not hasattr(module, "weight"):
             continue
-        width = lambda m: int(m.weight.shape[0]) if m is not None else 0  # noqa: E731
         rows.append(
             {
                 "layer": name,
-                "channels_before": width(module),
-                "channels_after": width(after.get(name)),
+                "channels_before": _width(module),
+                "channels_after": _width(after.get(name)),
                 "macs_before": macs_dense.per_module[name],
-                "macs_after": macs_comp.per_module.get(name, 0),
+                "macs_after": sum(
+                    v
+                    for k, v in macs_comp.per_module.items()
+                    if k == name or k.startswith(name + ".")
+                ),  # factorised: its parts
             }
         )
     return rows
@@ -42,6 +52,11 @@ def _fmt_metric(key: str, v: float | None) -> str:
     )
 
 
+def _target(record: dict[str, Any]) -> str:
+    t = record["target_macs_reduction"]
+    return "no MACs target" if t is None else f"target −{100 * t:.1f} %"
+
+
 def print_summary(record: dict[str, Any], path: Path) -> None:
     """A short end-of-run table in the terminal."""
     key = record["metric"]
@@ -55,7 +70,7 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
         f"{'':22}{'dense':>14}{'compressed':>14}",
         f"{key:22}{_fmt_metric(key, base):>14}{_fmt_metric(key, comp):>14}{delta}",
         f"{'MACs':22}{macs['dense'] / 1e6:>13.2f}M{macs['compressed'] / 1e6:>13.2f}M"
-        f"  (−{100 * record['achieved_macs_reduction']:.1f} %, target −{100 * record['target_macs_reduction']:.1f} %)",
+        f"  (−{100 * record['achieved_macs_reduction']:.1f} %, {_target(record)})",
         f"{'params':22}{params['dense'] / 1e6:>13.3f}M{params['compressed'] / 1e6:>13.3f}M",
     ]
     if macs.get("realised", macs["compressed"]) != macs["compressed"]:

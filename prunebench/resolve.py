@@ -16,7 +16,7 @@ applied, conservatively.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,10 +25,12 @@ from prunebench.plan import Plan
 
 @dataclass
 class Resolved:
-    """Kept channels per group root, and the alive-kernel mask of each kernel-masked conv."""
+    """Kept channels per group root, the alive-kernel mask of each kernel-masked conv, and the
+    (scheme, rank) of each conv to factorise."""
 
     filters: dict[str, list[int]]
     kernels: dict[str, torch.Tensor]
+    lowrank: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def alive(self, structure) -> dict[str, torch.Tensor]:
         """conv/linear name → bool (C_out, C_in): the kernels that still compute anything."""
@@ -50,14 +52,18 @@ class Resolved:
 
 def resolve(plan: Plan, structure) -> Resolved:
     """Follow ``plan``'s consequences (see the module docstring)."""
-    filters, kernels = {}, {}
+    filters, kernels, lowrank = {}, {}, {}
     for name, e in plan.entries.items():
         if e.kind == "kernel":
             kernels[name] = e.kernel_mask()
+        elif e.kind == "lowrank":
+            lowrank[name] = (e.scheme, len(e.keep))
         else:
             filters[name] = torch.zeros(e.size, dtype=torch.bool)
             filters[name][e.keep] = True
-    return resolve_masks(filters, kernels, structure)
+    resolved = resolve_masks(filters, kernels, structure)
+    resolved.lowrank = lowrank
+    return resolved
 
 
 def resolve_masks(

@@ -3,7 +3,8 @@
 Whole filters and channels (stated by the plan or implied by its kernels, see
 ``prunebench.resolve``) are removed through Torch-Pruning's dependency graph; kernels that remain
 pruned inside a surviving conv stay as a kernel mask on the slimmed weight, so finetuning cannot
-revive them and the analytic MACs (surviving kernels) can differ from the realised ones.
+revive them and the analytic MACs (surviving kernels) can differ from the realised ones. Low-rank
+entries replace a conv by its two-conv factorisation (``prunebench.lowrank``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import torch
 from torch import nn
 
+from prunebench.lowrank import decompose
 from prunebench.masks import register_kernel_mask, remove_masks
 from prunebench.plan import Plan
 from prunebench.resolve import resolve
@@ -45,4 +47,8 @@ def slim(
         c_out, c_in = mask.shape
         mask = mask[rows.get(name, list(range(c_out)))][:, cols.get(name, list(range(c_in)))]
         register_kernel_mask(slimmed.get_submodule(name), mask)
+    for name, (scheme, rank) in res.lowrank.items():  # layer replacement: conv → two convs
+        parent, _, child = name.rpartition(".")
+        owner = slimmed.get_submodule(parent) if parent else slimmed
+        setattr(owner, child, decompose(slimmed.get_submodule(name), rank, scheme))
     return slimmed

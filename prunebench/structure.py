@@ -19,6 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from prunebench.errors import ConfigError
+from prunebench.lowrank import macs_fraction_num_den
 from prunebench.measure import count_macs
 from prunebench.plan import Plan
 from prunebench.resolve import resolve, resolve_masks
@@ -69,6 +70,7 @@ class Structure:
     Attributes:
         groups: root name → :class:`ChannelGroup`.
         shapes: conv/linear name → (C_out, C_in) of its weight.
+        kernel_sizes, strides: conv name → its kernel size and stride.
         kernel_layers: names of the convs that kernel-level methods may prune.
     """
 
@@ -85,6 +87,9 @@ class Structure:
             for n, m in model.named_modules()
             if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)
         }
+        convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Conv3d)}
+        self.kernel_sizes = {n: tuple(m.kernel_size) for n, m in convs.items()}
+        self.strides = {n: tuple(m.stride) for n, m in convs.items()}
         self.kernel_layers = [
             n
             for n, m in model.named_modules()
@@ -144,7 +149,17 @@ class MacModel:
         total = 0
         for name, macs in self.per_module.items():
             a = alive.get(name)
-            total += macs if a is None else macs * int(a.sum()) // a.numel()
+            if name in resolved.lowrank:
+                scheme, rank = resolved.lowrank[name]
+                if scheme == "spatial" and self.structure.strides[name] != (1, 1):
+                    raise ValueError(
+                        f"{name}: the spatial factorisation is only for stride-1 convs"
+                    )
+                shape = self.structure.shapes[name] + self.structure.kernel_sizes[name]
+                num, den = macs_fraction_num_den(shape, rank, scheme)
+                total += macs * num // den
+            else:
+                total += macs if a is None else macs * int(a.sum()) // a.numel()
         return total
 
     def plan_reduction(self, plan: Plan) -> float:

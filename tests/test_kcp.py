@@ -15,20 +15,10 @@ from prunebench.measure import count_macs
 from prunebench.method import CompressContext
 from prunebench.plan import Plan, PlanEntry
 from prunebench.slim import slim
-from prunebench.structure import MacModel, Structure
 
 
 def _ctx(model, x, prunable, protected, target=0.5, seed=0) -> CompressContext:
-    s = Structure(model, x, prunable, protected)
-    return CompressContext(
-        model,
-        s,
-        MacModel(model, x, s),
-        target,
-        seed,
-        train=lambda epochs, hooks=None: None,
-        calib_loader=None,
-    )
+    return CompressContext.build(model, x, prunable, protected, target, seed)
 
 
 def test_input_channel_cluster_centre_kernel_is_nearest():

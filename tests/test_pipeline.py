@@ -89,7 +89,11 @@ def test_every_method_runs_end_to_end(cfg_factory, method):
     rec = Pipeline(cfg_factory(f"method={method}", "target.macs_reduction=0.4")).run()
     assert rec["status"] == "ok" and rec["method"] == method
     if rec["plan_widths"]:
-        assert abs(rec["achieved_macs_reduction"] - 0.4) <= 0.01
+        if (
+            rec["target_macs_reduction"] is not None
+        ):  # else the method sets its own (TRP's σ ≥ 0.05)
+            assert abs(rec["achieved_macs_reduction"] - 0.4) <= 0.01
+        assert 0 < rec["achieved_macs_reduction"] < 1
         assert rec["macs"]["compressed"] <= rec["macs"]["realised"] <= rec["macs"]["dense"]
     else:
         assert rec["achieved_macs_reduction"] == 0.0

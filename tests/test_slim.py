@@ -14,7 +14,6 @@ from prunebench.masks import apply_masks
 from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
 from prunebench.slim import slim
-from prunebench.structure import MacModel, Structure
 from tasks.classification.resnet_cifar import CifarResNet
 
 X = torch.zeros(1, 3, 32, 32)
@@ -22,10 +21,7 @@ X = torch.zeros(1, 3, 32, 32)
 
 def _context(model, target: float, seed: int = 0) -> CompressContext:
     roots = [n for n, _ in model.named_modules() if n.endswith(".conv1") and n.startswith("layer")]
-    s = Structure(model, X, roots, protected=["conv1", "fc"])
-    return CompressContext(
-        model, s, MacModel(model, X, s), target, seed, train=None, calib_loader=None
-    )
+    return CompressContext.build(model, X, roots, ["conv1", "fc"], target, seed)
 
 
 def _trained_like(depth: int, shortcut: str = "A") -> CifarResNet:
