@@ -1,0 +1,113 @@
+"""TRP: energy ranks, projection error, the nuclear sub-gradient, exact factorisation, and the
+shared invariants on ResNet-20."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from methods.trp import TRP, TRPHooks
+from prunebench.lowrank import SCHEMES, as_matrix, decompose, energy_rank, from_matrix, project
+from prunebench.masks import apply_masks
+from prunebench.measure import count_macs
+from prunebench.method import CompressContext
+from prunebench.slim import slim
+
+
+def _matrix_with_spectrum(s: list[float], rows: int, cols: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(rows, rows, generator=g, dtype=torch.double))
+    v, _ = torch.linalg.qr(torch.randn(cols, cols, generator=g, dtype=torch.double))
+    return u[:, : len(s)] @ torch.diag(torch.tensor(s, dtype=torch.double)) @ v[:, : len(s)].T
+
+
+def test_energy_rank_on_a_known_spectrum():
+    s = torch.tensor([4.0, 3.0, 2.0, 1.0])  # energies 16, 9, 4, 1 of 30: 0.533, 0.833, 0.967, 1
+    assert [int(energy_rank(s, e)) for e in (0.5, 0.6, 0.9, 0.97, 0.99)] == [1, 2, 3, 4, 4]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_projection_error_and_subgradient(scheme):
+    shape = (4, 3, 3, 3)  # channel: 4 × 27; spatial: 9 × 12
+    rows, cols = (4, 27) if scheme == "channel" else (9, 12)
+    spectrum = [5.0, 3.0, 1.0, 0.5]
+    w = from_matrix(_matrix_with_spectrum(spectrum, rows, cols), torch.Size(shape), scheme)
+    proj, sub, k = project(w.unsqueeze(0), scheme, 0.9)  # energies 25, 9, 1, .25 → k = 2
+    assert int(k[0]) == 2
+    m = as_matrix(proj[0], scheme)
+    assert int(torch.linalg.matrix_rank(m)) == 2
+    expected = math.sqrt(1.0**2 + 0.5**2)
+    assert float(torch.linalg.norm(as_matrix(w, scheme) - m)) == pytest.approx(expected, rel=1e-9)
+    u, s, vh = torch.linalg.svd(as_matrix(w, scheme), full_matrices=False)
+    torch.testing.assert_close(as_matrix(sub[0], scheme), u[:, :2] @ vh[:2])
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize(("stride", "padding", "bias"), [(1, 1, True), (2, 1, False), (1, 0, True)])
+def test_full_rank_factorisation_is_exact(scheme, stride, padding, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 7, 3, stride, padding, bias=bias).double()
+    full = min(as_matrix(conv.weight, scheme).shape)
+    x = torch.randn(2, 5, 9, 9, dtype=torch.double)
+    torch.testing.assert_close(decompose(conv, full, scheme)(x), conv(x))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_rank_r_output_is_the_truncated_conv(scheme):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(6, 8, 3, 1, 1).double()
+    m = as_matrix(conv.weight.detach(), scheme)
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    r = 3
+    truncated = copy.deepcopy(conv)
+    truncated.weight.data = from_matrix((u[:, :r] * s[:r]) @ vh[:r], conv.weight.shape, scheme)
+    x = torch.randn(2, 6, 7, 7, dtype=torch.double)
+    torch.testing.assert_close(decompose(conv, r, scheme)(x), truncated(x))
+    # The weight error is what the dropped singular values predict.
+    err = float(torch.linalg.norm(as_matrix(truncated.weight.detach(), scheme) - m))
+    assert err == pytest.approx(float(s[r:].square().sum().sqrt()), rel=1e-9)
+
+
+def test_hooks_project_and_add_lambda_subgradient():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))
+    w0 = model[1].weight.detach().clone()
+    hooks = TRPHooks(["1"], "channel", 0.9, 3e-4, period=2)
+    hooks.batch_start(model, step=1)  # not a projection step
+    assert torch.equal(model[1].weight, w0)
+    hooks.batch_start(model, step=2)
+    proj, sub, _ = project(w0.unsqueeze(0), "channel", 0.9)
+    torch.testing.assert_close(model[1].weight.detach(), proj[0])
+    model[1].weight.grad = torch.zeros_like(w0)
+    hooks.before_optimizer_step(model, step=2)
+    torch.testing.assert_close(model[1].weight.grad, 3e-4 * sub[0])
+
+
+@pytest.mark.parametrize(("scheme", "mode"), [("channel", "value"), ("spatial", "macs_target")])
+def test_shared_invariants_on_resnet20(scheme, mode):
+    from tests.test_slim import X, _trained_like
+
+    model = _trained_like(20)
+    roots = [n for n, _ in model.named_modules() if n.startswith("layer") and n.endswith(".conv1")]
+    ctx = CompressContext.build(model, X, roots, ["conv1", "fc"], 0.5, compress_epochs=0)
+    method = TRP(scheme=scheme, mode=mode, threshold=1.4)  # random init: σ ≈ 0.9–1.9
+    plan = method.compress(ctx)
+    assert plan.to_dict() == method.compress(ctx).to_dict()
+    layers = set(TRP.layers(ctx))
+    assert set(plan.entries) <= layers and "conv1" not in plan.entries
+    assert all(ctx.structure.strides[n] == (1, 1) for n in plan.entries)  # stride-2 stay whole
+    slimmed = slim(model, plan, X, ctx.structure).eval()
+    counted = count_macs(slimmed, X).total
+    assert counted == ctx.mac_model.plan_macs(plan) < ctx.mac_model.dense_total
+    if mode == "macs_target":
+        assert abs(1 - counted / ctx.mac_model.dense_total - 0.5) <= 0.01
+    masked = apply_masks(copy.deepcopy(model), plan, ctx.structure).eval()
+    xs = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(slimmed(xs), masked(xs), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(slimmed.conv1.weight, model.conv1.weight)
+    assert isinstance(slimmed.get_submodule(next(iter(plan.entries))), nn.Sequential)
