@@ -60,17 +60,17 @@ def point_id(cfg: dict[str, Any]) -> str:
 
 
 def _git_commit() -> str | None:
-    """HEAD's hash, with ``+dirty`` when tracked code (anything outside results/) has changes."""
+    """The last commit that changed code (anything outside results/), with ``+dirty`` when
+    tracked code has uncommitted changes. Committing records does not change it."""
     here = Path(__file__).resolve().parent
+    code = ["--", ":(top)", ":(top,exclude)results"]
 
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=here)
 
     try:
-        sha = git("rev-parse", "HEAD").stdout.strip()
-        dirty = (
-            git("diff", "--quiet", "HEAD", "--", ":(top)", ":(top,exclude)results").returncode == 1
-        )
+        sha = git("log", "-1", "--format=%H", *code).stdout.strip()
+        dirty = git("diff", "--quiet", "HEAD", *code).returncode == 1
     except (OSError, subprocess.SubprocessError):
         return None
     return (sha + ("+dirty" if dirty else "")) or None
