@@ -67,9 +67,13 @@ class Row:
             "speedup": statistics.fmean(lat) if lat else None,
         }
 
-    @property
-    def label(self) -> str:
+    def label(self, rows: list[Row] | None = None) -> str:
+        """The method's name, plus the hyper-parameters that differ between its rows in ``rows``
+        (all of them when ``rows`` is None)."""
         hp = json.loads(self.hparams)
+        if rows is not None:
+            others = [json.loads(r.hparams) for r in rows if r.method == self.method]
+            hp = {k: v for k, v in hp.items() if any(o.get(k) != v for o in others)}
         return self.method + (
             " (" + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())) + ")" if hp else ""
         )
@@ -213,7 +217,7 @@ def render_markdown(
             speedup = "—" if x["speedup"] is None else f"{x['speedup']:.2f}×"
             removed = 100 * (1 - x["params"] / x["params_dense"])
             out.append(
-                f"| {row.label} | {target} | {100 * x['achieved']:.1f} % | "
+                f"| {row.label(rows)} | {target} | {100 * x['achieved']:.1f} % | "
                 f"{_pm(x['metric'], x['metric_std'])} ({row.n}) | {_pm(x['delta'], x['delta_std'])} | "
                 f"{x['macs'] / 1e6:.2f} M | {x['params'] / 1e6:.3f} M (−{removed:.1f} %) | {speedup} | "
                 f"{_claim_cell(claims_for(claims, row.method, task), x['achieved'])} | "

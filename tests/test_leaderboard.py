@@ -126,6 +126,9 @@ def test_markdown_is_stable_and_shows_claims():
     b = render_markdown(aggregate(list(reversed(recs))), claims, [])
     assert a == b
     assert "| magnitude | 50.0 % | 50.2 % | 71.00 ± 1.00 (3) | -4.00 ± 1.00 |" in a
+    two = recs + [rec(seed=0, method_hparams={"allocation": "global"})]
+    b2 = render_markdown(aggregate(two), claims, [])
+    assert "| magnitude (allocation=global) |" in b2 and "| magnitude |" in b2
     assert "1 − 1/2.17 = −53.9 % MACs" in a  # TRP's speed-up converted to our convention
     assert "Paper claims for cifar10_resnet20" in a
 
