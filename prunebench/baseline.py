@@ -30,7 +30,8 @@ def baseline_key(cfg: dict[str, Any], with_seed: bool = True) -> str:
     budget = cfg["budget"]
     ident = {
         "format": CACHE_FORMAT,
-        "task": cfg["task"],
+        # The task's `paper` block only feeds the budget's epochs, which are hashed below.
+        "task": {k: v for k, v in cfg["task"].items() if k != "paper"},
         "data": {k: data.get(k) for k in ("source", "root", "embedded_seed", "val_fraction")},
         "budget": {"baseline_epochs": budget["baseline_epochs"], "data": budget["data"]},
         "trainer_precision": cfg["trainer"].get("precision"),

@@ -121,3 +121,20 @@ def test_a_failed_run_leaves_a_failed_record_and_reruns(cfg_factory, monkeypatch
     assert (
         read_record(path)["run_id"] == ok["run_id"]
     )  # an ok record is never replaced by a failure
+
+
+def test_baseline_key_covers_what_determines_the_baseline(cfg_factory):
+    from omegaconf import OmegaConf
+
+    from prunebench.baseline import baseline_key
+
+    def key(*overrides: str, with_seed: bool = True) -> str:
+        return baseline_key(
+            OmegaConf.to_container(cfg_factory(*overrides), resolve=True), with_seed
+        )
+
+    base = key()
+    assert key("method=kcp", "target.macs_reduction=0.7", "budget.finetune_epochs=9") == base
+    assert key("task.paper.compress_epochs=1") == base  # the paper block reaches it via the budget
+    assert key("seed=1") != base and key("seed=1", with_seed=False) == key(with_seed=False)
+    assert key("budget.baseline_epochs=2") != base and key("task.depth=56") != base
