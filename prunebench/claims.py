@@ -40,6 +40,8 @@ def _check_claim(method: str, i: int, c: dict[str, Any]) -> None:
         raise RecordError(
             f"{where}: task is null, so `model` must say which model the claim is about"
         )
+    if not isinstance(c.get("hparams", {}), dict):
+        raise RecordError(f"{where}: hparams must map hyper-parameter names to values")
     if c["verified"] not in ("V", "U"):
         raise RecordError(f"{where}: verified={c['verified']!r}; choices: V, U")
     for k in ("baseline", "value", "delta"):
@@ -82,11 +84,21 @@ def load_claims(path: str | Path) -> dict[str, Any]:
     return validate_claims(yaml.safe_load(Path(path).read_text()))
 
 
-def claims_for(data: dict[str, Any], method: str, task: str) -> list[dict[str, Any]]:
-    """The claims of ``method`` about ``task`` (none for controls or other tasks)."""
+def claims_for(
+    data: dict[str, Any], method: str, task: str, hparams: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The claims of ``method`` about ``task`` (none for controls or other tasks); with
+    ``hparams``, only claims whose own ``hparams`` (e.g. TRP's scheme) agree with them."""
     entry = data["methods"].get(method, {})
     claims = entry.get("claims")
-    return [c for c in claims if c["task"] == task] if isinstance(claims, list) else []
+    if not isinstance(claims, list):
+        return []
+    return [
+        c
+        for c in claims
+        if c["task"] == task
+        and (hparams is None or all(hparams.get(k) == v for k, v in c.get("hparams", {}).items()))
+    ]
 
 
 def macs_reduction(claim: dict[str, Any]) -> tuple[float | None, str]:

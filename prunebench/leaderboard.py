@@ -156,10 +156,12 @@ def aggregate(
                 if k[:5] == (row.method, row.hparams, row.target, row.recipe_hash, row.code)
             ):
                 row.flags.append("repeated seed")
+        # Uncompressed rows first, then by reduction: the target, or what was achieved when the
+        # method sets its own.
         rows.sort(
             key=lambda r: (
-                r.target is not None,
-                r.target or 0.0,
+                bool(r.records[0]["plan_widths"]),
+                r.target if r.target is not None else round(r.summary()["achieved"], 4),
                 r.method,
                 r.hparams,
                 r.recipe_hash,
@@ -220,7 +222,7 @@ def render_markdown(
                 f"| {row.label(rows)} | {target} | {100 * x['achieved']:.1f} % | "
                 f"{_pm(x['metric'], x['metric_std'])} ({row.n}) | {_pm(x['delta'], x['delta_std'])} | "
                 f"{x['macs'] / 1e6:.2f} M | {x['params'] / 1e6:.3f} M (−{removed:.1f} %) | {speedup} | "
-                f"{_claim_cell(claims_for(claims, row.method, task), x['achieved'])} | "
+                f"{_claim_cell(claims_for(claims, row.method, task, json.loads(row.hparams)), x['achieved'])} | "
                 f"{'; '.join(row.flags)} |"
             )
         listed = [

@@ -238,3 +238,13 @@ def test_wandb_tables_are_logged_offline(tmp_path):
     row = dict(zip(data["columns"], data["data"][0], strict=True))
     assert row["method"] == "magnitude" and row["n"] == 2
     assert row["metric"] == pytest.approx(0.705)
+
+
+def test_claims_match_the_rows_hyper_parameters():
+    from prunebench.claims import claims_for
+
+    data = load_claims(CLAIMS)
+    assert len(claims_for(data, "trp", "cifar10_resnet20")) == 2
+    (spatial,) = claims_for(data, "trp", "cifar10_resnet20", {"scheme": "spatial", "e": 0.9})
+    assert "spatial" in spatial["words"] and spatial["value"] == 90.62
+    assert claims_for(data, "magnitude", "cifar10_resnet20", {}) == []
