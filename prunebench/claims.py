@@ -109,7 +109,7 @@ def macs_reduction(claim: dict[str, Any]) -> tuple[float | None, str]:
     if q == "macs":
         return v, f"{b}−{100 * v:.1f} % MACs as stated"
     if q == "flops" and conv in ("flops_is_macs", "flops_is_2macs"):
-        rule = "FLOPs = MACs" if conv == "flops_is_macs" else "FLOPs = 2×MACs"
+        rule = "FLOPs counted as MACs" if conv == "flops_is_macs" else "FLOPs counted as 2×MACs"
         return (
             v,
             f"{b}−{100 * v:.1f} % FLOPs ({rule}; a ratio is the same) → {b}−{100 * v:.1f} % MACs",
