@@ -206,7 +206,10 @@ def test_claim_conversions():
         "reduction": {"quantity": "flops", "value": 0.556, "bound": "="},
         "convention": "flops_is_2macs",
     }
-    assert macs_reduction(c)[0] == pytest.approx(0.556) and "FLOPs counted as 2×MACs" in macs_reduction(c)[1]
+    assert (
+        macs_reduction(c)[0] == pytest.approx(0.556)
+        and "FLOPs counted as 2×MACs" in macs_reduction(c)[1]
+    )
     c = {
         "reduction": {"quantity": "processing_time", "value": 0.95, "bound": "="},
         "convention": "none",
