@@ -54,7 +54,7 @@ def count_params(model: nn.Module) -> int:
 
 
 def flops_from_macs(macs: int) -> int:
-    """Convert to the FLOPs convention some papers use (FLOPs = 2 × MACs)."""
+    """Convert to the FLOPs convention some papers use: FLOPs are twice the MACs."""
     return 2 * macs
 
 
