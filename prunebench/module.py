@@ -92,8 +92,32 @@ class PruneModule(pl.LightningModule):
         milestones = sorted(
             {max(1, round(f * epochs)) for f in o.milestones if round(f * epochs) < epochs}
         )
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=o.gamma)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        if o.warmup_epochs <= 0:
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=o.gamma)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
+        factor = warmup_then_steps(
+            round(o.warmup_epochs * steps_per_epoch),
+            o.warmup_factor,
+            [m * steps_per_epoch for m in milestones],
+            o.gamma,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def warmup_then_steps(
+    warmup_steps: int, warmup_factor: float, milestone_steps: list[int], gamma: float
+):
+    """The lr multiplier at each optimiser step: ``warmup_factor`` for the first
+    ``warmup_steps`` steps (He et al.'s constant warm-up), then ``gamma`` per milestone passed."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return warmup_factor
+        return gamma ** sum(step >= m for m in milestone_steps)
+
+    return factor
 
 
 class KeepBest(pl.Callback):

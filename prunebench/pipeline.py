@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import time
 import uuid
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -61,7 +63,11 @@ def point_id(cfg: dict[str, Any]) -> str:
 
 def _git_commit() -> str | None:
     """The last commit that changed code (anything outside results/), with ``+dirty`` when
-    tracked code has uncommitted changes. Committing records does not change it."""
+    tracked code has uncommitted changes. Committing records does not change it.
+    ``PRUNEBENCH_GIT_COMMIT`` stands in where the code runs from a copy without ``.git`` (the
+    working tree sent to a remote GPU machine)."""
+    if os.environ.get("PRUNEBENCH_GIT_COMMIT"):
+        return os.environ["PRUNEBENCH_GIT_COMMIT"]
     here = Path(__file__).resolve().parent
     code = ["--", ":(top)", ":(top,exclude)results"]
 
@@ -275,6 +281,7 @@ class Pipeline:
             ]
             latency = {
                 "device": "cpu",
+                "threads": torch.get_num_threads(),
                 "batch": int(lat["batch"]),
                 "dense_median_ms": dense_ms,
                 "compressed_median_ms": comp_ms,
