@@ -29,7 +29,7 @@ from prunebench import report
 from prunebench.baseline import baseline_key, load_or_train
 from prunebench.errors import ConfigError
 from prunebench.masks import remove_masks
-from prunebench.measure import count_macs, count_params, measure_latency_ms
+from prunebench.measure import count_macs, count_params, measure_latency_paired
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
 from prunebench.records import SCHEMA_VERSION, read_record, write_record
@@ -273,15 +273,14 @@ class Pipeline:
         if lat.get("batch"):
             batch = self.task.example_input(int(lat["batch"]))
             compressed = remove_masks(copy.deepcopy(compressed), bake=True)  # as deployed
-            dense_ms = measure_latency_ms(baseline, batch, lat["repeats"], lat["warmup"])[
-                "median_ms"
-            ]
-            comp_ms = measure_latency_ms(compressed, batch, lat["repeats"], lat["warmup"])[
-                "median_ms"
-            ]
+            ms = measure_latency_paired(
+                {"dense": baseline, "compressed": compressed}, batch, lat["repeats"], lat["warmup"]
+            )
+            dense_ms, comp_ms = ms["dense"]["median_ms"], ms["compressed"]["median_ms"]
             latency = {
                 "device": "cpu",
                 "threads": torch.get_num_threads(),
+                "order": "interleaved",
                 "batch": int(lat["batch"]),
                 "dense_median_ms": dense_ms,
                 "compressed_median_ms": comp_ms,

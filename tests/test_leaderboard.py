@@ -60,6 +60,7 @@ def rec(
             "dense_median_ms": 2.0,
             "compressed_median_ms": 1.0,
             "speedup": 2.0,
+            "order": "interleaved",
         },
     )
     r.update(over)
@@ -251,3 +252,12 @@ def test_claims_match_the_rows_hyper_parameters():
     (spatial,) = claims_for(data, "trp", "cifar10_resnet20", {"scheme": "spatial", "e": 0.9})
     assert "spatial" in spatial["words"] and spatial["value"] == 90.62
     assert claims_for(data, "magnitude", "cifar10_resnet20", {}) == []
+
+
+def test_latency_timed_dense_first_is_flagged():
+    old = rec(seed=0)
+    old["latency"] = {k: v for k, v in old["latency"].items() if k != "order"}
+    (table,) = aggregate([old]).values()
+    assert table[0].flags == ["latency timed dense-first: speed-up biased up"]
+    (table,) = aggregate([rec(seed=0)]).values()
+    assert table[0].flags == []

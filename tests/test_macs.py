@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from prunebench.measure import count_macs, count_params, flops_from_macs
 from tasks.classification.resnet_cifar import CifarResNet
@@ -60,3 +61,25 @@ def test_per_module_sums_to_total_and_excludes_bn():
 
 def test_flops_are_twice_macs():
     assert flops_from_macs(40_551_040) == 81_102_080
+
+
+def test_paired_latency_interleaves_and_flips_order() -> None:
+    from prunebench.measure import measure_latency_paired
+
+    calls: list[str] = []
+
+    class Tag(nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(self.name)
+            return x
+
+    a, b = Tag("a"), Tag("b")
+    a.train(), b.eval()
+    out = measure_latency_paired({"a": a, "b": b}, torch.zeros(1), repeats=4, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert out["a"]["repeats"] == 4 and out["b"]["median_ms"] >= 0
+    assert a.training and not b.training  # each model's mode is restored
