@@ -30,9 +30,13 @@ def baseline_key(cfg: dict[str, Any], with_seed: bool = True) -> str:
     budget = cfg["budget"]
     ident = {
         "format": CACHE_FORMAT,
-        # The task's `paper` block only feeds the budget's epochs, which are hashed below.
-        "task": {k: v for k, v in cfg["task"].items() if k != "paper"},
-        "data": {k: data.get(k) for k in ("source", "root", "embedded_seed", "val_fraction")},
+        # The task's `paper` and `cpu` blocks only feed the budget, whose training part is hashed
+        # below.
+        "task": {k: v for k, v in cfg["task"].items() if k not in ("paper", "cpu")},
+        "data": {
+            **{k: data.get(k) for k in ("source", "root", "embedded_seed", "val_fraction")},
+            **({"val_per_class": data["val_per_class"]} if "val_per_class" in data else {}),
+        },
         "budget": {"baseline_epochs": budget["baseline_epochs"], "data": budget["data"]},
         "trainer_precision": cfg["trainer"].get("precision"),
         "seed": cfg["seed"] if with_seed else None,

@@ -158,10 +158,17 @@ class Pipeline:
         model = self.task.build_model()
 
         def train(m: nn.Module) -> dict[str, float]:
-            self.fit(m, "baseline", int(self.cfg["budget"]["baseline_epochs"]), "baseline")
+            # A pretrained file replaces training: the baseline stage only evaluates it.
+            if self.task.load_pretrained(m) is None:
+                self.fit(m, "baseline", int(self.cfg["budget"]["baseline_epochs"]), "baseline")
             return {**self.evaluate(m, "val"), **self.evaluate(m, "test")}
 
         info = load_or_train(model, self.cfg["paths"]["cache_dir"], baseline_key(self.cfg), train)
+        pretrained = self.task.pretrained_path()
+        if pretrained is not None:
+            info = {**info, "pretrained": str(pretrained)}
+            if info["source"] == "trained":
+                info["source"] = "pretrained"
         return model, info
 
     def _compress(self, baseline: nn.Module) -> tuple[nn.Module, nn.Module, Any, MacModel]:
@@ -302,6 +309,7 @@ class Pipeline:
                 "hash": info["hash"],
                 "recipe_hash": baseline_key(self.cfg, with_seed=False),
                 "source": info["source"],
+                "pretrained": info.get("pretrained"),
                 "val": {k: v for k, v in info["metrics"].items() if k.startswith("val/")},
                 "test": {k: v for k, v in info["metrics"].items() if k.startswith("test/")},
             },

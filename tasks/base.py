@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -83,6 +84,15 @@ class Task(ABC):
     @abstractmethod
     def protected_layers(self, model: nn.Module) -> list[str]:
         """Layers that must never change (first conv, prediction head)."""
+
+    def pretrained_path(self) -> Path | None:
+        """The pretrained-weights file the task is configured with (None: train a baseline)."""
+        return None
+
+    def load_pretrained(self, model: nn.Module) -> str | None:
+        """Load the task's configured pretrained weights into ``model`` and return where they came
+        from, or return None when the task trains its own baseline (the default)."""
+        return None
 
     def split_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(input, target) of a batch."""

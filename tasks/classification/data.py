@@ -55,11 +55,12 @@ class ClassificationData(pl.LightningDataModule):
         seed: int,
         num_workers: int = 0,
         source: str = "embedded",
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set, self.test_set = train, val, test
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.source = source
+        self.source, self.pin_memory = source, pin_memory
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed) if shuffle else None
@@ -70,6 +71,7 @@ class ClassificationData(pl.LightningDataModule):
             generator=gen,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:

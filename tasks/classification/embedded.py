@@ -53,15 +53,20 @@ def _colour(rng: np.random.Generator, m: int) -> np.ndarray:
 
 
 def make_shapes(
-    n: int, seed: int, size: int = 32, chunk: int = 2048
+    n: int, seed: int, size: int = 32, chunk: int = 2048, scale_bands: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` images.
+
+    Args:
+        scale_bands: 1 gives the 10 shape classes. With b > 1 there are 10·b classes: label
+            ``shape + 10·band``, where band picks one of b disjoint scale ranges in [0.3, 0.85]
+            (the ImageNet-architecture stand-in uses 2: small and large shapes, 20 classes).
 
     Returns:
         images as uint8 (n, 3, size, size) and labels as int64 (n,), classes balanced up to one.
     """
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
+    labels = rng.permutation(np.arange(n) % (len(CLASSES) * scale_bands)).astype(np.int64)
     images = np.empty((n, 3, size, size), dtype=np.uint8)
     axis = (np.arange(size) + 0.5) / size * 2 - 1
     yy, xx = np.meshgrid(axis, axis, indexing="ij")
@@ -70,6 +75,11 @@ def make_shapes(
         m = len(lab)
         cx, cy = (rng.uniform(-0.3, 0.3, (m, 1, 1)) for _ in range(2))
         scale = rng.uniform(0.45, 0.75, (m, 1, 1))
+        if scale_bands > 1:  # the same draw, mapped into the label's band (70 % of its width)
+            band = (lab // len(CLASSES))[:, None, None]
+            width = 0.55 / scale_bands
+            scale = 0.3 + band * width + (scale - 0.45) / 0.3 * 0.7 * width
+            lab = lab % len(CLASSES)
         theta = rng.uniform(-0.4, 0.4, (m, 1, 1))
         x, y = (xx - cx) / scale, (yy - cy) / scale
         u = np.cos(theta) * x + np.sin(theta) * y

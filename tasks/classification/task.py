@@ -18,6 +18,7 @@ from tasks.classification.resnet_cifar import CifarResNet
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 SOURCES = ("embedded", "disk")
+EMBEDDED_FULL = {"train": 45000, "val": 5000, "test": 10000}  # generated when a tier says "all"
 
 
 class CifarClassification(Task):
@@ -79,12 +80,7 @@ class CifarClassification(Task):
         """
         source = data.get("source")
         if source == "embedded":
-            s = int(data.get("embedded_seed", 0))
-            train = make_shapes(sizes["train"], seed=s)
-            val = make_shapes(sizes["val"], seed=s + 1)
-            test = make_shapes(sizes["test"], seed=s + 2)
-            mean = tuple((train[0].reshape(-1, 3, 1024).mean((0, 2)) / 255).tolist())
-            std = tuple((train[0].reshape(-1, 3, 1024).std((0, 2)) / 255).tolist())
+            train, val, test, mean, std = embedded_splits(data, sizes)
         elif source == "disk":
             raw = load_cifar10(data.get("root"))
             train, val = split_train_val(raw["train"], float(data.get("val_fraction", 0.1)), seed=0)
@@ -106,3 +102,23 @@ class CifarClassification(Task):
             num_workers=int(data.get("num_workers", 0)),
             source=source,
         )
+
+
+def embedded_splits(data: dict, sizes: dict, size: int = 32, scale_bands: int = 1) -> tuple:
+    """The embedded shapes set's train/val/test arrays (seeds ``embedded_seed`` + 0/1/2; a size
+    of None generates CIFAR-10's split sizes) and the train split's per-channel mean and std
+    (in [0, 1] units)."""
+    s = int(data.get("embedded_seed", 0))
+    train, val, test = (
+        make_shapes(
+            sizes[split] if sizes[split] is not None else EMBEDDED_FULL[split],
+            seed=s + k,
+            size=size,
+            scale_bands=scale_bands,
+        )
+        for k, split in enumerate(("train", "val", "test"))
+    )
+    pixels = train[0].reshape(len(train[0]), 3, -1)
+    mean = tuple((pixels.mean((0, 2)) / 255).tolist())
+    std = tuple((pixels.std((0, 2)) / 255).tolist())
+    return train, val, test, mean, std

@@ -1,0 +1,161 @@
+"""ImageNet classification with torchvision's ResNet-18 / ResNet-50 (v1.5), top-1 and top-5.
+
+The model is exactly torchvision's (built with ``weights=None``: nothing is ever downloaded), so
+MACs, params and pretrained state dicts are the ones the papers report against. ``data=disk``
+reads the ImageFolder layout; ``data=embedded`` is a generated stand-in that is **not
+ImageNet**: 20 classes of shapes (10 shapes × small/large) at ``embedded.size`` px (64 by
+default), fed to the same 1000-way model (the stand-in uses outputs 0–19), so that the
+architecture, and every MACs figure, stays ImageNet's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchmetrics
+import torchvision
+from torch import nn
+
+from prunebench.errors import ConfigError
+from tasks.base import Task
+from tasks.classification.data import ClassificationData, ImageTensorDataset
+from tasks.classification.imagefolder import imagefolder_splits
+from tasks.classification.task import embedded_splits
+
+ARCHS = {
+    # arch → torchvision builder, the IMAGENET1K_V1 file name torchvision caches it under
+    "resnet18": (torchvision.models.resnet18, "resnet18-f37072fd.pth"),
+    "resnet50": (torchvision.models.resnet50, "resnet50-0676ba61.pth"),
+}
+SOURCES = ("embedded", "disk")
+
+
+class ImageNetClassification(Task):
+    """torchvision ResNet on ImageNet (or its embedded stand-in).
+
+    Args:
+        name: config name.
+        arch: ``resnet18`` or ``resnet50``.
+        recipe: stage → optimiser recipe (``tasks.base.OptimSpec``).
+        num_classes: 1000.
+        input_size: the stated input (224) for MACs, latency and the disk transforms.
+        pretrained: a local torchvision state-dict file, ``torch_home`` to take
+            ``$TORCH_HOME/hub/checkpoints/<torchvision's file name>``, or None (train).
+        embedded: the stand-in's ``size`` (px) and ``scale_bands`` (classes = 10 × bands).
+        paper / cpu: the tiers' task-specific numbers (read by ``conf/budget``).
+    """
+
+    metric = "top1"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        name: str,
+        arch: str,
+        recipe: dict,
+        num_classes: int = 1000,
+        input_size: int = 224,
+        pretrained: str | None = None,
+        embedded: dict | None = None,
+        paper: dict | None = None,
+        cpu: dict | None = None,
+    ) -> None:
+        super().__init__(name, recipe, paper)
+        if arch not in ARCHS:
+            raise ConfigError(f"task.arch={arch!r}; choices: {sorted(ARCHS)}")
+        self.arch, self.num_classes, self.input_size = arch, num_classes, input_size
+        self.pretrained = pretrained
+        self.embedded = {"size": 64, "scale_bands": 2, **(embedded or {})}
+        self.cpu = dict(cpu or {})
+
+    def build_model(self) -> nn.Module:
+        return ARCHS[self.arch][0](weights=None, num_classes=self.num_classes)
+
+    def pretrained_path(self) -> Path | None:
+        """The state-dict file ``task.pretrained`` names, or None."""
+        if not self.pretrained:
+            return None
+        if self.pretrained == "torch_home":
+            return Path(torch.hub.get_dir()) / "checkpoints" / ARCHS[self.arch][1]
+        return Path(os.path.expanduser(self.pretrained))
+
+    def load_pretrained(self, model: nn.Module) -> str | None:
+        path = self.pretrained_path()
+        if path is None:
+            return None
+        if not path.is_file():
+            raise ConfigError(
+                f"task.pretrained: {path} is not a file; give a torchvision {self.arch} state dict "
+                f"(e.g. {ARCHS[self.arch][1]}) or put it under $TORCH_HOME/hub/checkpoints/"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (RuntimeError, KeyError, AttributeError, TypeError) as exc:
+            first = str(exc).strip().splitlines()
+            raise ConfigError(
+                f"task.pretrained: {path} is not a torchvision {self.arch} state dict with "
+                f"{self.num_classes} classes ({first[0] if first else type(exc).__name__} …)"
+            ) from None
+        return str(path)
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(0)
+        return torch.randn(batch_size, 3, self.input_size, self.input_size, generator=gen)
+
+    def prunable_layers(self, model: nn.Module) -> list[str]:
+        # Channels inside blocks only (BasicBlock conv1; Bottleneck conv1 and conv2): the
+        # residual stream is shared by every block of a stage.
+        inner = ("conv1",) if self.arch == "resnet18" else ("conv1", "conv2")
+        return [
+            n
+            for n, _ in model.named_modules()
+            if n.startswith("layer") and n.rsplit(".", 1)[-1] in inner
+        ]
+
+    def protected_layers(self, model: nn.Module) -> list[str]:
+        return ["conv1", "fc"]
+
+    def loss(self, output: torch.Tensor, batch) -> torch.Tensor:
+        return F.cross_entropy(output, batch[1])
+
+    def metrics(self) -> dict[str, torchmetrics.Metric]:
+        acc = lambda k: torchmetrics.Accuracy(  # noqa: E731
+            task="multiclass", num_classes=self.num_classes, top_k=k
+        )
+        return {"top1": acc(1), "top5": acc(5)}
+
+    def datamodule(self, data: dict, sizes: dict, seed: int) -> ClassificationData:
+        """Build the splits (see the module docstring); ``sizes`` caps each split."""
+        source = data.get("source")
+        if source == "embedded":
+            size, bands = int(self.embedded["size"]), int(self.embedded["scale_bands"])
+            train, val, test, mean, std = embedded_splits(data, sizes, size, bands)
+            ds = lambda a, aug: ImageTensorDataset(  # noqa: E731
+                a[0], np.asarray(a[1]), mean, std, augment=aug, pad=size // 8
+            )
+            train, val, test = ds(train, True), ds(val, False), ds(test, False)
+        elif source == "disk":
+            train, val, test = imagefolder_splits(
+                data.get("root"),
+                sizes,
+                self.num_classes,
+                int(data.get("val_per_class", 10)),
+                self.input_size,
+            )
+        else:
+            raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
+        return ClassificationData(
+            train,
+            val,
+            test,
+            batch_size=self.recipe["baseline"].batch_size,
+            seed=seed,
+            num_workers=int(data.get("num_workers", 0)),
+            source=source,
+            pin_memory=bool(data.get("pin_memory", False)),
+        )

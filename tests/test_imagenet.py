@@ -1,0 +1,150 @@
+"""ImageNet ResNet-18/50: torchvision's MACs/params, the ImageFolder loader on a fake tree, local
+pretrained weights (and a wrong file's error), masked ≡ slimmed on ResNet-50's bottlenecks, and
+every method at the smoke tier on the embedded stand-in."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from methods.magnitude import Magnitude
+from prunebench.errors import ConfigError
+from prunebench.masks import apply_masks
+from prunebench.measure import count_macs, count_params
+from prunebench.method import CompressContext
+from prunebench.pipeline import Pipeline
+from prunebench.slim import slim
+from tasks.classification.imagefolder import imagefolder_splits
+from tests.conftest import ROOT, make_cfg
+
+METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+# Small inputs keep the smoke runs in seconds; the architecture is still torchvision's.
+FAST = ("task.input_size=64", "task.embedded.size=32", "budget.latency.batch=0")
+
+
+def _task(arch: str, **over):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "conf" / "task" / f"imagenet_{arch}.yaml").read_text())
+    return instantiate({**cfg, **over}, _convert_="all")
+
+
+@pytest.mark.parametrize(
+    ("arch", "macs", "params"),
+    [("resnet18", 1_814_073_344, 11_689_512), ("resnet50", 4_089_184_256, 25_557_032)],
+)
+def test_macs_and_params_equal_torchvision_metadata(arch, macs, params):
+    task = _task(arch)
+    model = task.build_model()
+    assert count_macs(model, task.example_input()).total == macs
+    assert count_params(model) == params
+
+
+def _fake_tree(root: Path, classes=("n01", "n02", "n03"), per_class=6, flat_val=False) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in classes:
+            folder = root / split if (split == "val" and flat_val) else root / split / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                px = rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)
+                Image.fromarray(px).save(folder / f"{c}_{i}.JPEG")
+
+
+def test_imagefolder_splits_hold_out_val_per_class_and_crop(tmp_path):
+    _fake_tree(tmp_path)
+    sizes = {"train": None, "val": None, "test": 5}
+    train, val, test = imagefolder_splits(tmp_path, sizes, 1000, val_per_class=2, crop=32)
+    assert (len(train), len(val), len(test)) == (12, 6, 5)
+    assert set(train.indices).isdisjoint(val.indices)
+    held = [train.folder.samples[i][1] for i in val.indices]
+    assert sorted(held) == [0, 0, 1, 1, 2, 2]  # two per class, sorted-wnid labels
+    x, y = train[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y in (0, 1, 2)
+    assert val[0][0].shape == (3, 32, 32)
+
+
+def test_imagefolder_errors_name_the_layout(tmp_path):
+    _fake_tree(tmp_path, flat_val=True)
+    sizes = {"train": None, "val": None, "test": None}
+    with pytest.raises(ConfigError, match="flat.*valprep"):
+        imagefolder_splits(tmp_path, sizes, 1000)
+    with pytest.raises(ConfigError, match="does not exist.*data=embedded"):
+        imagefolder_splits(tmp_path / "nowhere", sizes, 1000)
+    with pytest.raises(ConfigError, match="data.root"):
+        imagefolder_splits(None, sizes, 1000)
+    other = tmp_path / "two"
+    _fake_tree(other)
+    with pytest.raises(ConfigError, match="task.num_classes=2"):
+        imagefolder_splits(other, sizes, 2)
+
+
+def test_pretrained_file_loads_and_wrong_architecture_is_refused(tmp_path):
+    torch.manual_seed(0)
+    source = _task("resnet18").build_model()
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(source.state_dict(), path)
+    task = _task("resnet18", pretrained=str(path))
+    model = task.build_model()
+    assert task.load_pretrained(model) == str(path)
+    torch.testing.assert_close(model.state_dict(), source.state_dict())
+
+    wrong = tmp_path / "resnet50.pth"
+    torch.save(_task("resnet50").build_model().state_dict(), wrong)
+    with pytest.raises(ConfigError, match="resnet50.pth is not a torchvision resnet18"):
+        _task("resnet18", pretrained=str(wrong)).load_pretrained(model)
+    with pytest.raises(ConfigError, match="is not a file"):
+        _task("resnet18", pretrained=str(tmp_path / "missing.pth")).load_pretrained(model)
+
+
+def test_pretrained_baseline_is_evaluated_not_trained(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(_task("resnet18").build_model().state_dict(), path)
+    cfg = make_cfg(
+        tmp_path, "task=imagenet_resnet18", f"task.pretrained={path}", "method=dense", *FAST
+    )
+    rec = Pipeline(cfg).run()
+    assert rec["baseline"]["source"] == "pretrained"
+    assert rec["baseline"]["pretrained"] == str(path)
+    assert rec["test"] == rec["baseline"]["test"]  # dense: the pretrained model itself
+
+
+def test_resnet50_bottleneck_masked_equals_slimmed():
+    task = _task("resnet50")
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    ctx = CompressContext.build(
+        model, x[:1], task.prunable_layers(model), task.protected_layers(model), 0.5, 0
+    )
+    plan = Magnitude("uniform").compress(ctx)
+    assert {n.rsplit(".", 1)[-1] for n in plan.entries} == {"conv1", "conv2"}
+    slimmed = slim(model, plan, x[:1], ctx.structure).eval()
+    assert abs(1 - count_macs(slimmed, x[:1]).total / count_macs(model, x[:1]).total - 0.5) < 0.01
+    masked = apply_masks(copy.deepcopy(model), plan, ctx.structure).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(masked(x), slimmed(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(slimmed.fc.weight, model.fc.weight)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_on_the_embedded_stand_in(tmp_path, method):
+    cfg = make_cfg(
+        tmp_path, "task=imagenet_resnet18", f"method={method}", "target.macs_reduction=0.4", *FAST
+    )
+    rec = Pipeline(cfg).run()
+    assert rec["status"] == "ok" and rec["data_source"] == "embedded"
+    if rec["plan_widths"] and rec["target_macs_reduction"] is not None:
+        assert abs(rec["achieved_macs_reduction"] - 0.4) <= 0.01
+    assert set(rec["test"]) == {"test/top1", "test/top5"}
+    assert 0.0 <= rec["test"]["test/top1"] <= rec["test"]["test/top5"] <= 1.0
