@@ -134,44 +134,58 @@ def _cap_context(model, target=0.4):
     return ctx, x
 
 
-def test_cap_hits_the_target_and_the_slim_model_carries_the_compensation():
+@pytest.fixture(scope="module")
+def cap_run():
+    """One CaP run on a ResNet-20 with random BN statistics (shared by the tests below)."""
     model = _trained_like(20)
-    dense = copy.deepcopy(model)
     ctx, x = _cap_context(model)
     plan = CaP(search_steps=3, target_iters=3).compress(ctx)
+    return model, ctx, plan, x
+
+
+def test_cap_hits_the_target_and_the_slim_model_carries_the_compensation(cap_run):
+    model, ctx, plan, x = cap_run
+    dense = _trained_like(20)
     assert abs(ctx.mac_model.plan_reduction(plan) - 0.4) <= 0.01
     assert not any(m._forward_pre_hooks for m in model.modules())
     masked = apply_masks(copy.deepcopy(model), plan, ctx.structure).eval()
     slimmed = slim(model, plan, x[:1], ctx.structure).eval()
     with torch.no_grad():
         torch.testing.assert_close(slimmed(x), masked(x), rtol=1e-4, atol=1e-4)
-        # compensation changed the consumers, and only them: protected layers are untouched
-        assert not torch.equal(model.layer1[0].conv2.weight, dense.layer1[0].conv2.weight)
-        for name in ("conv1.weight", "fc.weight", "fc.bias", "bn1.running_mean"):
-            assert torch.equal(model.state_dict()[name], dense.state_dict()[name])
+    # compensation changed the consumers, and only them: protected layers are untouched
+    assert not torch.equal(model.layer1[0].conv2.weight, dense.layer1[0].conv2.weight)
+    for name in ("conv1.weight", "fc.weight", "fc.bias", "bn1.running_mean"):
+        assert torch.equal(model.state_dict()[name], dense.state_dict()[name])
 
 
-def test_compensation_beats_plain_pruning_of_the_same_channels():
-    model = _trained_like(20)
-    ctx, x = _cap_context(model)
-    plan = CaP(search_steps=3, target_iters=3).compress(ctx)
-    plain = apply_masks(copy.deepcopy(_trained_like(20)), plan, ctx.structure).eval()
+def test_compensation_beats_plain_pruning_of_the_same_channels(cap_run):
+    model, ctx, plan, x = cap_run
+    plain = apply_masks(_trained_like(20), plan, ctx.structure).eval()
     comp = slim(model, plan, x[:1], ctx.structure).eval()
-    dense = _trained_like(20).eval()
     with torch.no_grad():
-        ref = dense(x)
+        ref = _trained_like(20).eval()(x)
         assert ((comp(x) - ref) ** 2).mean() < ((plain(x) - ref) ** 2).mean()
 
 
-def test_same_inputs_same_plan_and_floor_mode_needs_no_target():
-    plans = []
-    for _ in range(2):
-        ctx, _ = _cap_context(_trained_like(20))
-        plans.append(CaP(search_steps=3, target_iters=3).compress(ctx).to_dict())
-    assert plans[0] == plans[1]
+def test_same_inputs_same_plan_and_floor_mode_needs_no_target(cap_run):
+    ctx, _ = _cap_context(_trained_like(20))
+    assert CaP(search_steps=3, target_iters=3).compress(ctx).to_dict() == cap_run[2].to_dict()
     ctx, _ = _cap_context(_trained_like(20))
     method = CaP(mode="floor", acc_drop=0.0, search_steps=3)
     assert method.uses_target is False
     method.compress(ctx)
     # acc_drop 0: every layer's floor is the dense validation accuracy, which the result keeps
     assert ctx.evaluate(ctx.model) >= ctx.evaluate(_trained_like(20))
+
+
+def test_pipeline_records_caps_data_use_and_controls_run_without_finetune(cfg_factory):
+    from prunebench.pipeline import Pipeline
+
+    rec = Pipeline(cfg_factory("method=cap", "target.macs_reduction=0.3")).run()
+    used = rec["train_samples"]
+    assert rec["finetune_epochs"] == 0 and "finetune" not in rec["stage_seconds"]
+    assert used["compress"] == {"seen": 25, "distinct": 25}  # 10 % of the 256-sample split, once
+    assert used["compress_val_passes"] > 0 and rec["stage_seconds"]["compress"] > 0
+    assert abs(rec["achieved_macs_reduction"] - 0.3) <= 0.01
+    ctrl = Pipeline(cfg_factory("method=magnitude", "budget.finetune_epochs=0")).run()
+    assert ctrl["finetune_epochs"] == 0 and ctrl["train_samples"]["finetune"]["seen"] == 0
