@@ -258,7 +258,7 @@ def fold_compensation(
     elif bn is not None and bn.running_mean is not None:
         saved[f"{bn_after[name]}.running_mean"] = bn.running_mean.clone()
         bn.running_mean.sub_(delta_b.to(bn.running_mean))
-    else:
+    elif bool(delta_b.any()):  # nowhere to put it: the layer gets a bias (zero when restored)
         module.bias = nn.Parameter(delta_b.to(module.weight))
         saved[f"{name}.bias"] = torch.zeros_like(module.bias)
     return saved

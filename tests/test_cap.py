@@ -14,9 +14,11 @@ from prunebench.compensation import (
     InputStats,
     collect_input_stats,
     compensate,
+    fold_compensation,
     greedy_rank,
     patch_vectors,
     reconstruction_loss,
+    restore,
 )
 from prunebench.masks import apply_masks
 from prunebench.method import CompressContext
@@ -109,6 +111,27 @@ def test_statistics_hooks_see_unfolded_inputs_and_are_removed():
     assert stats["1"].count == 4 * 25
     torch.testing.assert_close(stats["1"].outer, p.T @ p)
     assert not conv._forward_pre_hooks  # hooks removed
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_folded_layer_computes_the_compensated_map(bias):
+    torch.manual_seed(5)
+    conv = nn.Conv2d(4, 3, 3, padding=1, bias=bias).double()
+    model = nn.Sequential(nn.ReLU(), conv)
+    x = torch.randn(8, 4, 6, 6, dtype=torch.float64)
+    stats = collect_input_stats(model, ["1"], [(x,)])
+    keep = torch.tensor([True, False, True, True])
+    w = conv.weight.detach().reshape(3, -1).clone()
+    b = conv.bias.detach().clone() if bias else torch.zeros(3, dtype=torch.float64)
+    w_new, delta_b = compensate(w, stats["1"], keep.repeat_interleave(9))
+    saved = fold_compensation(model, "1", keep, w_new, delta_b, bn_after={})
+    p = patch_vectors(conv, x.relu())
+    want = (p[:, keep.repeat_interleave(9)] @ w_new.T + b + delta_b).reshape(8, 36, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).flatten(2).transpose(1, 2), want)
+        assert not conv.weight[:, ~keep].any()  # pruned inputs read nothing
+        restore(model, saved)
+        torch.testing.assert_close(conv.weight.reshape(3, -1), w)
 
 
 def _cap_context(model, target=0.4):
