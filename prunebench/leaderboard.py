@@ -36,6 +36,12 @@ class Row:
     higher_is_better: bool
     records: list[dict[str, Any]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    finetune_epochs: int | None = None  # None: a record from before the field existed
+
+    @property
+    def point(self) -> tuple:
+        """What a row is about, whatever code or baseline recipe produced it."""
+        return (self.method, self.hparams, self.target, self.finetune_epochs)
 
     @property
     def n(self) -> int:
@@ -70,10 +76,16 @@ class Row:
     def label(self, rows: list[Row] | None = None) -> str:
         """The method's name, plus the hyper-parameters that differ between its rows in ``rows``
         (all of them when ``rows`` is None)."""
-        hp = json.loads(self.hparams)
+        hp = {**json.loads(self.hparams), "finetune_epochs": self.finetune_epochs}
         if rows is not None:
-            others = [json.loads(r.hparams) for r in rows if r.method == self.method]
+            others = [
+                {**json.loads(r.hparams), "finetune_epochs": r.finetune_epochs}
+                for r in rows
+                if r.method == self.method
+            ]
             hp = {k: v for k, v in hp.items() if any(o.get(k) != v for o in others)}
+        elif self.finetune_epochs is None:
+            del hp["finetune_epochs"]
         return self.method + (
             " (" + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())) + ")" if hp else ""
         )
@@ -102,6 +114,7 @@ def _key(r: dict[str, Any]) -> tuple:
         target,
         r["baseline"]["recipe_hash"],
         r["git_commit"] or "unknown",
+        r.get("finetune_epochs"),  # "magnitude without finetune" pools apart from with
     )
 
 
@@ -127,6 +140,7 @@ def aggregate(
                 *k[:6],
                 recipe_hash=k[6],
                 code=k[7],
+                finetune_epochs=k[8],
                 metric=r["metric"],
                 higher_is_better=r["higher_is_better"],
             )
@@ -138,7 +152,7 @@ def aggregate(
     for rows in tables.values():
         by_point = defaultdict(list)
         for row in rows:
-            by_point[(row.method, row.hparams, row.target)].append(row)
+            by_point[row.point].append(row)
         for split in (v for v in by_point.values() if len(v) > 1):
             for row in split:
                 row.flags.append(
@@ -147,13 +161,9 @@ def aggregate(
         seeds = defaultdict(int)
         for row in rows:
             for rec in row.records:
-                seeds[
-                    (row.method, row.hparams, row.target, row.recipe_hash, row.code, rec["seed"])
-                ] += 1
+                seeds[(*row.point, row.recipe_hash, row.code, rec["seed"])] += 1
             if any(
-                c > 1
-                for k, c in seeds.items()
-                if k[:5] == (row.method, row.hparams, row.target, row.recipe_hash, row.code)
+                c > 1 for k, c in seeds.items() if k[:-1] == (*row.point, row.recipe_hash, row.code)
             ):
                 row.flags.append("repeated seed")
         for row in rows:
@@ -171,6 +181,7 @@ def aggregate(
                 r.target if r.target is not None else round(r.summary()["achieved"], 4),
                 r.method,
                 r.hparams,
+                -1 if r.finetune_epochs is None else r.finetune_epochs,
                 r.recipe_hash,
                 r.code,
             )

@@ -64,6 +64,10 @@ class CompressContext:
         train: ``train(epochs, hooks, recipe)`` trains ``model`` in place under the core's loop
             (``recipe``: the task's ``"finetune"`` optimiser recipe by default, or ``"baseline"``).
         calib_loader: ``calib_loader(fraction)`` → a loader over part of the training split.
+        evaluate: ``evaluate(model)`` → the task's primary metric on the **validation** split
+            (eval mode, no grad; the model is left as it was). Never the test split.
+        device: where a method may run its own no-grad passes (``"cuda"`` when the trainer
+            uses a GPU, else ``"cpu"``); ``model`` itself stays on the CPU between stages.
     """
 
     model: nn.Module
@@ -74,6 +78,8 @@ class CompressContext:
     compress_epochs: int
     train: Callable[..., None]
     calib_loader: Callable[[float], DataLoader]
+    evaluate: Callable[[nn.Module], float] | None = None
+    device: str = "cpu"
 
     @classmethod
     def build(
@@ -87,6 +93,8 @@ class CompressContext:
         compress_epochs: int = 0,
         train: Callable[..., None] | None = None,
         calib_loader: Callable[[float], DataLoader] | None = None,
+        evaluate: Callable[[nn.Module], float] | None = None,
+        device: str = "cpu",
     ) -> CompressContext:
         """A context for ``model``: its structure and MAC model traced on ``example_input``;
         ``train`` defaults to no training (unit tests, benchmarks)."""
@@ -100,6 +108,8 @@ class CompressContext:
             compress_epochs,
             train or (lambda *args, **kwargs: None),
             calib_loader,
+            evaluate,
+            device,
         )
 
     def solve(self, scores: dict[str, torch.Tensor], allocation: str = "global") -> Plan:
@@ -143,7 +153,8 @@ class Method:
 
     Attributes:
         start: ``"baseline"`` (from the shared dense baseline) or ``"scratch"``.
-        finetune: whether the finetune stage runs after compression.
+        finetune: whether the finetune stage runs after compression (False: 0 epochs, whatever
+            the budget says; a method may make it a config field, as TRP and CaP do).
         uses_target: whether the plan is solved for ``target.macs_reduction``.
     """
 

@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import DataLoader
 
 from prunebench import report
 from prunebench.baseline import baseline_key, load_or_train
@@ -59,6 +60,46 @@ def point_id(cfg: dict[str, Any]) -> str:
         f"{cfg['task']['name']}-{cfg['method']['name']}-r{cfg['target']['macs_reduction']}"
         f"-s{cfg['seed']}-{cfg['budget']['name']}-{cfg['data']['source']}-{digest}"
     )
+
+
+class CountedLoader:
+    """A loader that adds the samples of every batch it yields to a :class:`TrainUsage`."""
+
+    def __init__(self, loader: DataLoader, usage: TrainUsage) -> None:
+        self.loader, self.usage, self.dataset = loader, usage, loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.usage.seen += len(batch[0])
+            yield batch
+
+
+class TrainUsage:
+    """Training-split samples one stage reads: ``seen`` counts every read (a sample read in
+    each of 3 epochs counts 3), ``distinct`` the different samples (of ``split``)."""
+
+    def __init__(self, split: int) -> None:
+        self.split, self.seen, self.indices, self.everything = split, 0, set(), False
+
+    def add_passes(self, epochs: int) -> None:
+        self.seen += epochs * self.split
+        self.everything = self.everything or epochs > 0
+
+    def counted(self, loader: DataLoader) -> CountedLoader:
+        """``loader`` (over a ``Subset`` of the training split, or all of it), counted as read."""
+        ds = loader.dataset
+        if isinstance(ds, torch.utils.data.Subset):
+            self.indices.update(int(i) for i in ds.indices)
+        else:
+            self.everything = True
+        return CountedLoader(loader, self)
+
+    def to_dict(self) -> dict[str, int]:
+        distinct = self.split if self.everything else len(self.indices)
+        return {"seen": self.seen, "distinct": distinct}
 
 
 def _git_commit() -> str | None:
@@ -102,6 +143,9 @@ class Pipeline:
             / f"{self.point_id}.json"
         )
         self.stage_seconds: dict[str, float] = {}
+        self._val_batches: list | None = None
+        self.usage: dict[str, TrainUsage] = {}
+        self.val_passes = 0  # validation-split passes the compress stage made (model selection)
 
     # -- training under the core's loop -------------------------------------------------------
     def fit(
@@ -115,6 +159,8 @@ class Pipeline:
         """Train ``model`` in place for ``epochs``; keep the best validation epoch's weights."""
         if epochs <= 0:
             return
+        if stage in self.usage:
+            self.usage[stage].add_passes(epochs)
         pl.seed_everything(self.seed + sum(map(ord, stage)), workers=True, verbose=False)
         module = PruneModule(model, self.task, self.task.recipe[recipe], stage, hooks)
         best = KeepBest(f"{stage}/val/{self.task.metric}", self.task.higher_is_better)
@@ -145,6 +191,31 @@ class Pipeline:
             k: float(v)
             for k, v in trainer.test(module, datamodule=self.dm, verbose=False)[0].items()
         }
+
+    @property
+    def device(self) -> str:
+        """Where the trainer runs: ``"cuda"`` for a GPU trainer on a machine with one."""
+        gpu = self.cfg["trainer"].get("accelerator") in ("gpu", "cuda", "auto")
+        return "cuda" if gpu and torch.cuda.is_available() else "cpu"
+
+    @torch.no_grad()
+    def val_metric(self, model: nn.Module) -> float:
+        """The primary metric on the validation split: a plain no-grad loop (methods that
+        select on it call it many times; no Lightning trainer per call). The model is moved to
+        the trainer's device for the pass and back, and left in the mode it was in."""
+        device = self.device
+        if self._val_batches is None:
+            self._val_batches = [self.task.split_batch(b) for b in self.dm.val_dataloader()]
+        metric = self.task.metrics()[self.task.metric].to(device)
+        was_training, home = model.training, next(model.parameters()).device
+        model.eval().to(device)
+        try:
+            for x, y in self._val_batches:
+                metric.update(model(x.to(device)), y.to(device))
+        finally:
+            model.train(was_training).to(home)
+        self.val_passes += 1
+        return float(metric.compute())
 
     def _timed(self, stage: str, fn, *args):
         start = time.perf_counter()
@@ -189,7 +260,11 @@ class Pipeline:
             train=lambda epochs, hooks=None, recipe="finetune": self.fit(
                 model, "compress", epochs, recipe, hooks
             ),
-            calib_loader=self.dm.calib_dataloader,
+            calib_loader=lambda fraction: self.usage["compress"].counted(
+                self.dm.calib_dataloader(fraction)
+            ),
+            evaluate=self.val_metric,
+            device=self.device,
         )
         plan = self.method.compress(ctx)
         return model, slim(model, plan, example, ctx.structure), plan, ctx.mac_model
@@ -221,13 +296,23 @@ class Pipeline:
     def _stages(self) -> dict[str, Any]:
         self.dm = self.task.datamodule(self.cfg["data"], self.cfg["budget"]["data"], self.seed)
         self.tracker = Tracker(self.cfg["logger"], self.point_id, self.cfg)
+        split = len(self.dm.train_dataloader().dataset)
+        self.usage = {"compress": TrainUsage(split), "finetune": TrainUsage(split)}
         baseline, info = self._timed("baseline", self._baseline)
         _, compressed, plan, mac_model = self._timed("compress", self._compress, baseline)
-        if self.method.finetune:
-            epochs = int(self.cfg["budget"]["finetune_epochs"])
-            self._timed("finetune", self.fit, compressed, "finetune", epochs, "finetune")
+        if self.finetune_epochs:
+            self._timed(
+                "finetune", self.fit, compressed, "finetune", self.finetune_epochs, "finetune"
+            )
         test = self._timed("evaluate", self.evaluate, compressed, "test")
         return self._record(baseline, compressed, plan, mac_model, info, test)
+
+    @property
+    def finetune_epochs(self) -> int:
+        """The budget's finetune epochs, or 0 for a method that does not finetune. Controls run
+        without finetuning with ``budget.finetune_epochs=0`` (the record says 0 and the
+        leaderboard pools them apart)."""
+        return int(self.cfg["budget"]["finetune_epochs"]) if self.method.finetune else 0
 
     def _identity(self) -> dict[str, Any]:
         """The record's fields that are known before anything runs."""
@@ -249,6 +334,7 @@ class Pipeline:
             "metric": f"test/{self.task.metric}",
             "higher_is_better": self.task.higher_is_better,
             "stage_seconds": self.stage_seconds,
+            "finetune_epochs": self.finetune_epochs,
             "config": self.cfg,
         }
 
@@ -322,5 +408,10 @@ class Pipeline:
             "params": {"dense": count_params(baseline), "compressed": count_params(compressed)},
             "latency": latency,
             "plan_widths": plan.widths(),
+            "train_samples": {
+                "split": self.usage["compress"].split,
+                **{stage: u.to_dict() for stage, u in self.usage.items()},
+                "compress_val_passes": self.val_passes,
+            },
             "wandb": self.tracker.finish(summary),
         }

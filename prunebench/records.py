@@ -41,6 +41,13 @@ SCHEMA: dict[str, tuple] = {
     "wandb": (dict, type(None)),
     "config": (dict,),
 }
+# Fields added after schema 1 was first written: checked when present (older records lack them).
+OPTIONAL: dict[str, tuple] = {
+    "finetune_epochs": (int,),  # epochs the finetune stage ran (0: none)
+    # training-split samples each stage read: {"split": N, "compress": {"seen", "distinct"},
+    # "finetune": {...}, "compress_val_passes": validation passes made while compressing}
+    "train_samples": (dict,),
+}
 NESTED = {
     "baseline": ("hash", "recipe_hash", "source", "test"),
     "macs": ("dense", "compressed"),
@@ -63,6 +70,9 @@ def validate(record: dict[str, Any], where: str = "record") -> dict[str, Any]:
         if not isinstance(record[key], types) or (
             isinstance(record[key], bool) and bool not in types
         ):
+            raise RecordError(f"{where}: field {key!r} has type {type(record[key]).__name__}")
+    for key, types in OPTIONAL.items():
+        if key in record and (not isinstance(record[key], types) or isinstance(record[key], bool)):
             raise RecordError(f"{where}: field {key!r} has type {type(record[key]).__name__}")
     for key, subkeys in NESTED.items():
         for sub in subkeys:

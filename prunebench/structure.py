@@ -72,6 +72,8 @@ class Structure:
         shapes: conv/linear name → (C_out, C_in) of its weight.
         kernel_sizes, strides: conv name → its kernel size and stride.
         kernel_layers: names of the convs that kernel-level methods may prune.
+        bn_after: conv/linear name → the BatchNorm that alone reads its output (``conv2 → bn2``),
+            where there is one (compensation folds a bias change into it).
     """
 
     def __init__(
@@ -96,6 +98,13 @@ class Structure:
             if isinstance(m, KERNEL_LAYER_TYPES) and m.groups == 1 and n not in set(protected)
         ]
         dg = build_dependency_graph(model, example_input)
+        self.bn_after: dict[str, str] = {}
+        for name in self.shapes:
+            node = dg.module2node.get(model.get_submodule(name))
+            outs = [] if node is None else node.outputs
+            if len(outs) == 1 and isinstance(outs[0].module, nn.modules.batchnorm._BatchNorm):
+                if len(outs[0].inputs) == 1 and outs[0].module in names:
+                    self.bn_after[name] = names[outs[0].module]
         self.groups: dict[str, ChannelGroup] = {}
         for root in prunable:
             module = model.get_submodule(root)

@@ -105,6 +105,18 @@ def test_tiers_data_sources_recipes_and_code_are_kept_apart():
     assert md.count("## cifar10_resnet20") == 3
 
 
+def test_rows_without_finetuning_pool_apart_and_say_so():
+    recs = [rec(seed=s, finetune_epochs=4) for s in (0, 1)]
+    recs += [rec(seed=s, top1=0.3, finetune_epochs=0) for s in (0, 1)]
+    (rows,) = aggregate(recs).values()
+    assert sorted((r.finetune_epochs, r.n) for r in rows) == [(0, 2), (4, 2)]
+    assert not any(r.flags for r in rows)  # two points, not one split pool or repeated seeds
+    labels = {r.label(rows) for r in rows}
+    assert labels == {"magnitude (finetune_epochs=0)", "magnitude (finetune_epochs=4)"}
+    (alone,) = aggregate(recs[:2]).values()
+    assert alone[0].label(alone) == "magnitude"  # nothing to tell apart
+
+
 def test_filters_and_uncompressed_rows():
     recs = [
         rec(seed=0),

@@ -65,6 +65,7 @@ def test_record_contents(cfg_factory):
     assert rec["task"] == "cifar10_resnet56" and rec["macs"]["dense"] == 125_485_696
     assert rec["method_hparams"] == {"allocation": "uniform"}
     assert set(rec["stage_seconds"]) == {"baseline", "compress", "finetune", "evaluate"}
+    assert rec["finetune_epochs"] == 1 and rec["train_samples"]["compress"]["seen"] == 0
     assert rec["latency"]["batch"] == 8 and rec["latency"]["speedup"] > 0
     assert 0.0 <= rec["test"]["test/top1"] <= 1.0
     assert rec["data_source"] == "embedded" and rec["budget"] == "smoke"
@@ -98,6 +99,12 @@ def test_every_method_runs_end_to_end(cfg_factory, method):
     else:
         assert rec["achieved_macs_reduction"] == 0.0
     assert 0.0 <= rec["test"]["test/top1"] <= 1.0
+    used = rec["train_samples"]  # the finetune stage reads the whole split once per epoch
+    assert used["finetune"] == {
+        "seen": rec["finetune_epochs"] * used["split"],
+        "distinct": used["split"] if rec["finetune_epochs"] else 0,
+    }
+    assert (rec["finetune_epochs"] == 0) == ("finetune" not in rec["stage_seconds"])
 
 
 def test_a_failed_run_leaves_a_failed_record_and_reruns(cfg_factory, monkeypatch):
