@@ -112,10 +112,11 @@ class Pipeline:
         pl.seed_everything(self.seed + sum(map(ord, stage)), workers=True, verbose=False)
         module = PruneModule(model, self.task, self.task.recipe[recipe], stage, hooks)
         best = KeepBest(f"{stage}/val/{self.task.metric}", self.task.higher_is_better)
+        keep_best = hooks is None or hooks.keep_best_epoch
         trainer = pl.Trainer(
             max_epochs=epochs,
             logger=self.tracker.lightning_logger(),
-            callbacks=[best],
+            callbacks=[best] if keep_best else [],
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -308,5 +309,6 @@ class Pipeline:
             "params": {"dense": count_params(baseline), "compressed": count_params(compressed)},
             "latency": latency,
             "plan_widths": plan.widths(),
+            "method_notes": self.method.notes(),
             "wandb": self.tracker.finish(summary),
         }
