@@ -224,3 +224,28 @@ def test_shared_invariants_on_resnet20(allocation):
         torch.testing.assert_close(
             slimmed.get_submodule(name).weight, ctx.model.get_submodule(name).weight
         )
+
+
+def test_conv3d_stack_column_plan_slims_exactly():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv3d(2, 8, 3, padding=1),
+        nn.BatchNorm3d(8),
+        nn.ReLU(),
+        nn.Conv3d(8, 8, 3, padding=1),
+        nn.BatchNorm3d(8),
+        nn.ReLU(),
+        nn.Conv3d(8, 1, 3, padding=1),
+    ).eval()
+    x = torch.zeros(1, 2, 4, 6, 6)
+    ctx = CompressContext.build(model, x, ["3"], ["0", "6"], 0.3)
+    plan = SPP().compress(ctx)  # no training: the budget-end decision alone
+    assert set(plan.entries) == {"3"} and plan.entries["3"].shape == [8, 3, 3, 3]
+    assert abs(ctx.mac_model.plan_reduction(plan) - 0.3) <= 0.01
+    slimmed = slim(model, plan, x, ctx.structure).eval()
+    assert isinstance(slimmed[3], ColumnConv)
+    assert count_macs(slimmed, x).total == ctx.mac_model.plan_macs(plan)
+    masked = apply_masks(copy.deepcopy(model), plan, ctx.structure).eval()
+    xs = torch.randn(2, 2, 4, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(slimmed(xs), masked(xs), rtol=1e-4, atol=1e-5)
