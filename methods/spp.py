@@ -215,7 +215,7 @@ class SPP(Method):
         if self.allocation == "paper":
             r = ctx.macs_reduction
             return {n: math.ceil(r * w[0].numel() - 1e-9) for n, w in weights.items()}
-        l1 = {n: w.abs().sum(0) for n, w in weights.items()}
+        l1 = {n: w.abs().sum(0).cpu() for n, w in weights.items()}
         plan = ctx.solve_columns(l1, allocation="uniform")
         kept = {n: len(e.keep) for n, e in plan.entries.items()}
         return {n: w[0].numel() - kept.get(n, w[0].numel()) for n, w in weights.items()}
