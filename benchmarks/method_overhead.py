@@ -18,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from methods.spp import SPP
 from methods.trp import TRP
 from prunebench.method import CompressContext, TrainingHooks
 from prunebench.records import write_atomic
@@ -28,6 +29,8 @@ METHODS = {
     "trp_channel_period1": lambda ctx: TRP(scheme="channel", period=1).hooks(ctx),
     "trp_spatial_period1": lambda ctx: TRP(scheme="spatial", period=1).hooks(ctx),
     "trp_channel_period5": lambda ctx: TRP(scheme="channel", period=5).hooks(ctx),
+    "spp_element_interval1": lambda ctx: SPP(sampling="element").hooks(ctx),
+    "spp_column_interval1": lambda ctx: SPP(sampling="column").hooks(ctx),
 }
 
 
@@ -52,6 +55,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=56)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--out", default="results/benchmarks/method_overhead.json")
+    p.add_argument("--only", default="", help="comma-separated method names (default: all)")
     args = p.parse_args()
     g = torch.Generator().manual_seed(0)
     x, y = (
@@ -60,6 +64,8 @@ def main() -> None:
     )
     rows = []
     for name, make_hooks in METHODS.items():
+        if args.only and name not in args.only.split(","):
+            continue
         torch.manual_seed(0)
         models = [CifarResNet(args.depth), CifarResNet(args.depth)]
         roots = [

@@ -3,8 +3,9 @@
 A filter mask zeroes an output channel on every layer that produces it (conv/linear weight rows
 and bias, BN weight and bias), so the masked model computes exactly what the slimmed model does:
 the channel is 0 after BN and contributes nothing downstream. A kernel mask zeroes ``W[n, c]``
-slices of one conv. A low-rank projection replaces a conv weight by its rank-r approximation.
-Which filters a plan removes is decided by ``prunebench.resolve``.
+slices of one conv; a column mask zeroes ``W[:, c, i, j…]`` (one input position across every
+filter, see ``prunebench.columns``). A low-rank projection replaces a conv weight by its rank-r
+approximation. Which filters a plan removes is decided by ``prunebench.resolve``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ class KernelMask(nn.Module):
         return weight * self.mask.to(weight.dtype).view(shape)
 
 
+class ColumnMask(nn.Module):
+    """Multiply a conv weight (C_out, C_in, k…) by a 0/1 (C_in, k…) column mask."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.float())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask.to(weight.dtype).unsqueeze(0)
+
+
 class LowRankProjection(nn.Module):
     """Replace a conv weight by its rank-``rank`` approximation (the function the factorised
     two-conv form computes)."""
@@ -69,6 +81,11 @@ def apply_masks(model: nn.Module, plan: Plan, structure) -> nn.Module:
     res = resolve(plan, structure)
     for name, mask in res.kernels.items():
         register_kernel_mask(model.get_submodule(name), mask)
+    for name, mask in res.columns.items():
+        if not bool(mask.all()):
+            parametrize.register_parametrization(
+                model.get_submodule(name), "weight", ColumnMask(mask)
+            )
     for name, (scheme, rank) in res.lowrank.items():
         parametrize.register_parametrization(
             model.get_submodule(name), "weight", LowRankProjection(rank, scheme)

@@ -30,11 +30,19 @@ from prunebench.masks import apply_masks
 from prunebench.plan import Plan
 from prunebench.resolve import resolve
 from prunebench.structure import MacModel, Structure
-from prunebench.target import solve, solve_kernels
+from prunebench.target import solve, solve_columns, solve_kernels
 
 
 class TrainingHooks:
-    """Training-time behaviour a method adds; every hook is a no-op by default."""
+    """Training-time behaviour a method adds; every hook is a no-op by default.
+
+    Attributes:
+        keep_best_epoch: whether the stage ends with the best validation epoch's weights (the
+            default) or the last step's — for hooks whose state (e.g. what they pruned) describes
+            the last weights, not an earlier epoch's.
+    """
+
+    keep_best_epoch: ClassVar[bool] = True
 
     def batch_start(self, model: nn.Module, step: int) -> None:
         """Before the forward pass of a training batch (e.g. to project weights)."""
@@ -128,6 +136,18 @@ class CompressContext:
         target = self.macs_reduction if macs_reduction is None else macs_reduction
         return solve_kernels(scores, self.mac_model, target, allocation, alive)
 
+    def solve_columns(
+        self,
+        scores: dict[str, torch.Tensor],
+        macs_reduction: float | None = None,
+        allocation: str = "uniform",
+        alive: dict[str, torch.Tensor] | None = None,
+    ) -> Plan:
+        """Column plan pruning the lowest (C_in, k…) scores to hit ``macs_reduction`` (default:
+        the run's target), keeping already-pruned columns pruned (``alive``)."""
+        target = self.macs_reduction if macs_reduction is None else macs_reduction
+        return solve_columns(scores, self.mac_model, target, allocation, alive)
+
     def kernel_weights(self) -> dict[str, torch.Tensor]:
         """The current (masked) weights of every kernel-prunable conv."""
         return {
@@ -171,6 +191,11 @@ class Method:
     def hparams(self) -> dict:
         """Hyper-parameters for the record (the dataclass fields of a method, by default)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def notes(self) -> dict:
+        """What the last :meth:`compress` did that the record should keep (not hyper-parameters:
+        e.g. how a schedule ended); empty by default."""
+        return {}
 
     def compress(self, ctx: CompressContext) -> Plan:
         raise NotImplementedError

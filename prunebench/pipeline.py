@@ -164,10 +164,11 @@ class Pipeline:
         pl.seed_everything(self.seed + sum(map(ord, stage)), workers=True, verbose=False)
         module = PruneModule(model, self.task, self.task.recipe[recipe], stage, hooks)
         best = KeepBest(f"{stage}/val/{self.task.metric}", self.task.higher_is_better)
+        keep_best = hooks is None or hooks.keep_best_epoch
         trainer = pl.Trainer(
             max_epochs=epochs,
             logger=self.tracker.lightning_logger(),
-            callbacks=[best],
+            callbacks=[best] if keep_best else [],
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -413,5 +414,6 @@ class Pipeline:
                 **{stage: u.to_dict() for stage, u in self.usage.items()},
                 "compress_val_passes": self.val_passes,
             },
+            "method_notes": self.method.notes(),
             "wandb": self.tracker.finish(summary),
         }

@@ -8,12 +8,13 @@ Entries are keyed by the name of the layer whose output channels form a coupled 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-KINDS = ("filter", "kernel", "lowrank")
+KINDS = ("filter", "kernel", "column", "lowrank")
 
 
 @dataclass
@@ -22,10 +23,12 @@ class PlanEntry:
 
     Attributes:
         kind: the unit: ``"filter"`` (output channels of a group root, with everything coupled
-            to them) or ``"kernel"`` (``W[n, c]`` of one conv; index ``n·C_in + c``).
+            to them), ``"kernel"`` (``W[n, c]`` of one conv; index ``n·C_in + c``) or
+            ``"column"`` (``W[:, c, i, j…]`` of one conv, every filter's weight at one input
+            position; index ``c·kh·kw + i·kw + j``, see ``prunebench.columns``).
         size: number of units before pruning.
         keep: indices kept, ascending.
-        shape: ``[C_out, C_in]`` for kernel entries.
+        shape: ``[C_out, C_in]`` for kernel entries, ``[C_in, k…]`` for column entries.
         scheme: for ``"lowrank"`` entries (a conv factorised into two; units are singular
             values, ``keep = [0, …, r−1]``): ``"channel"`` or ``"spatial"``.
     """
@@ -48,6 +51,8 @@ class PlanEntry:
             self.shape is None or self.shape[0] * self.shape[1] != self.size
         ):
             raise ValueError(f"kernel entry needs shape [C_out, C_in] with product {self.size}")
+        if self.kind == "column" and (self.shape is None or math.prod(self.shape) != self.size):
+            raise ValueError(f"column entry needs shape [C_in, k…] with product {self.size}")
         if self.kind == "lowrank" and (
             self.scheme not in ("channel", "spatial") or self.keep != list(range(len(self.keep)))
         ):
@@ -67,6 +72,22 @@ class PlanEntry:
             torch.nonzero(mask.flatten()).flatten().tolist(),
             list(mask.shape),
         )
+
+    @classmethod
+    def from_column_mask(cls, mask: torch.Tensor) -> PlanEntry:
+        """A column entry from a bool (C_in, k…) mask of kept columns."""
+        return cls(
+            "column",
+            mask.numel(),
+            torch.nonzero(mask.flatten()).flatten().tolist(),
+            list(mask.shape),
+        )
+
+    def column_mask(self) -> torch.Tensor:
+        """bool (C_in, k…): True where the column is kept."""
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        mask[self.keep] = True
+        return mask.view(*self.shape)
 
     def kernel_mask(self) -> torch.Tensor:
         """bool (C_out, C_in): True where the kernel is kept."""

@@ -13,6 +13,7 @@ from prunebench.errors import RecordError
 SCHEMA_VERSION = 1
 
 # field → accepted types (None allowed where listed). Nested dicts are checked one level down.
+# Optional: "method_notes" (dict, ``Method.notes()``: how the method's schedule ended).
 SCHEMA: dict[str, tuple] = {
     "schema_version": (int,),
     "run_id": (str,),

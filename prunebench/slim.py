@@ -14,6 +14,7 @@ import copy
 import torch
 from torch import nn
 
+from prunebench.columns import ColumnConv
 from prunebench.lowrank import decompose
 from prunebench.masks import register_kernel_mask, remove_masks
 from prunebench.plan import Plan
@@ -48,7 +49,14 @@ def slim(
         mask = mask[rows.get(name, list(range(c_out)))][:, cols.get(name, list(range(c_in)))]
         register_kernel_mask(slimmed.get_submodule(name), mask)
     for name, (scheme, rank) in res.lowrank.items():  # layer replacement: conv → two convs
-        parent, _, child = name.rpartition(".")
-        owner = slimmed.get_submodule(parent) if parent else slimmed
-        setattr(owner, child, decompose(slimmed.get_submodule(name), rank, scheme))
+        _replace(slimmed, name, decompose(slimmed.get_submodule(name), rank, scheme))
+    for name, mask in res.columns.items():  # layer replacement: conv → kept-column GEMM
+        mask = mask[cols.get(name, list(range(mask.shape[0])))]
+        if not bool(mask.all()):
+            _replace(slimmed, name, ColumnConv(slimmed.get_submodule(name), mask))
     return slimmed
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)

@@ -135,7 +135,9 @@ class Structure:
 
 class MacModel:
     """MACs of any plan from the dense per-module counts, without rebuilding the model: each
-    conv/linear scales by the fraction of its kernels that survive."""
+    conv/linear scales by the fraction of its kernels that survive; a column-masked conv by the
+    fraction of its (kernel, offset) weights that survive, i.e. ``C_out · kept columns · L``
+    when no filter is removed."""
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, structure: Structure) -> None:
         self.structure = structure
@@ -148,10 +150,14 @@ class MacModel:
         return self._macs(resolve(plan, self.structure))
 
     def masks_reduction(
-        self, filters: dict[str, torch.Tensor], kernels: dict[str, torch.Tensor]
+        self,
+        filters: dict[str, torch.Tensor],
+        kernels: dict[str, torch.Tensor],
+        columns: dict[str, torch.Tensor] | None = None,
     ) -> float:
         """:meth:`plan_reduction` straight from bool masks (the solvers' fast path)."""
-        return 1.0 - self._macs(resolve_masks(filters, kernels, self.structure)) / self.dense_total
+        resolved = resolve_masks(filters, kernels, self.structure, columns)
+        return 1.0 - self._macs(resolved) / self.dense_total
 
     def _macs(self, resolved) -> int:
         alive = resolved.alive(self.structure)
@@ -167,6 +173,10 @@ class MacModel:
                 shape = self.structure.shapes[name] + self.structure.kernel_sizes[name]
                 num, den = macs_fraction_num_den(shape, rank, scheme)
                 total += macs * num // den
+            elif name in resolved.columns:  # alive kernel (n, c) computes its kept columns of c
+                per_channel = resolved.columns[name].flatten(1).sum(1)
+                k = resolved.columns[name][0].numel()
+                total += macs * int((a.long() * per_channel).sum()) // (a.numel() * k)
             else:
                 total += macs if a is None else macs * int(a.sum()) // a.numel()
         return total

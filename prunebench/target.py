@@ -67,8 +67,9 @@ def solve_units(
     Args:
         scores: layer → one score per unit, flattened (higher = more important). For ``global``
             allocation the scores must be comparable across layers (normalise them first).
-        kind: ``"filter"`` (layers are group roots, units their channels) or ``"kernel"``
-            (layers are convs, units their (C_out, C_in) kernels).
+        kind: ``"filter"`` (layers are group roots, units their channels), ``"kernel"``
+            (layers are convs, units their (C_out, C_in) kernels) or ``"column"`` (layers are
+            convs, units their (C_in, k…) columns).
         mac_model: counts the plan's MACs.
         macs_reduction: target fraction of dense MACs removed, in (0, 1).
         allocation: ``"global"`` or ``"uniform"``.
@@ -116,15 +117,16 @@ def solve_units(
         return {r: m.view(shapes[r]) for r, m in kept.items()}
 
     def reduction(k: int) -> float:
-        kept = kept_at(k)
-        return mac_model.masks_reduction(*((kept, {}) if kind == "filter" else ({}, kept)))
+        masks: dict[str, dict] = {"filter": {}, "kernel": {}, "column": {}}
+        masks[kind] = kept_at(k)
+        return mac_model.masks_reduction(masks["filter"], masks["kernel"], masks["column"])
 
     def to_plan(kept: dict[str, torch.Tensor]) -> Plan:
-        make = (
-            (lambda m: PlanEntry("filter", m.numel(), torch.nonzero(m).flatten().tolist()))
-            if kind == "filter"
-            else PlanEntry.from_kernel_mask
-        )
+        make = {
+            "filter": lambda m: PlanEntry("filter", m.numel(), torch.nonzero(m).flatten().tolist()),
+            "kernel": PlanEntry.from_kernel_mask,
+            "column": PlanEntry.from_column_mask,
+        }[kind]
         return Plan({r: make(m) for r, m in kept.items() if not m.all()})
 
     most = reduction(len(rank))
@@ -166,3 +168,16 @@ def solve_kernels(
     """Kernel pruning: ``scores`` maps each conv to a (C_out, C_in) score per kernel ``W[n, c]``;
     ``alive`` holds the kernels not yet pruned (iterative methods)."""
     return solve_units(scores, "kernel", mac_model, macs_reduction, allocation, tolerance, 1, alive)
+
+
+def solve_columns(
+    scores: dict[str, torch.Tensor],
+    mac_model: MacModel,
+    macs_reduction: float,
+    allocation: str = "uniform",
+    alive: dict[str, torch.Tensor] | None = None,
+    tolerance: float = 0.01,
+) -> Plan:
+    """Column pruning: ``scores`` maps each conv to a (C_in, k…) score per column
+    ``W[:, c, i, j…]``; ``alive`` holds the columns not yet pruned."""
+    return solve_units(scores, "column", mac_model, macs_reduction, allocation, tolerance, 1, alive)
