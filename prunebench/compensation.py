@@ -135,8 +135,19 @@ def _solve_psd(a: torch.Tensor, b: torch.Tensor, ridge: float) -> torch.Tensor:
     their contribution moves into the bias), with ``ridge · mean(diag a)`` on the diagonal."""
     if ridge:
         a = a + ridge * a.diagonal().mean() * torch.eye(len(a), dtype=a.dtype)
-    tol = 1e-12 * float(a.diagonal().abs().max().clamp(min=1e-300))
-    return torch.linalg.pinv(a, atol=tol, rtol=0.0, hermitian=True) @ b
+    scale = float(a.diagonal().abs().max().clamp(min=1e-300))
+    # Well-conditioned (the usual case with enough calibration patches): a Cholesky solve, an
+    # order of magnitude faster than the eigendecomposition on ResNet-50's 4,608-wide inputs.
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) == 0 and float(chol.diagonal().min()) ** 2 > 1e-10 * scale:
+        return torch.cholesky_solve(b, chol)
+    tol = 1e-12 * scale
+    try:
+        return torch.linalg.pinv(a, atol=tol, rtol=0.0, hermitian=True) @ b
+    except torch.linalg.LinAlgError:
+        # eigh can fail to converge on many repeated eigenvalues (few calibration patches, e.g.
+        # ResNet-18's 1×1 last stage on a small input); the SVD route converges.
+        return torch.linalg.pinv(a, atol=tol, rtol=0.0) @ b
 
 
 def compensate(

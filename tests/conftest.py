@@ -27,3 +27,16 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
 @pytest.fixture
 def cfg_factory(tmp_path: Path):
     return lambda *o: make_cfg(tmp_path, *o)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

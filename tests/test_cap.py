@@ -212,3 +212,27 @@ def test_pipeline_records_caps_data_use_and_controls_run_without_finetune(cfg_fa
     assert abs(rec["achieved_macs_reduction"] - 0.3) <= 0.01
     ctrl = Pipeline(cfg_factory("method=magnitude", "budget.finetune_epochs=0")).run()
     assert ctrl["finetune_epochs"] == 0 and ctrl["train_samples"]["finetune"]["seen"] == 0
+
+
+def test_psd_solve_paths_agree(monkeypatch):
+    from prunebench import compensation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, dtype=torch.float64, generator=g)
+    a, b = x.T @ x, torch.randn(6, 3, dtype=torch.float64, generator=g)
+    chol = compensation._solve_psd(a, b, 0.0)  # well-conditioned: the Cholesky path
+    torch.testing.assert_close(chol, torch.linalg.solve(a, b))
+    singular = a.clone()
+    singular[:, 0] = singular[0, :] = 0.0  # a dead channel: pseudo-inverse path
+    ref = torch.linalg.pinv(singular, hermitian=True) @ b
+    torch.testing.assert_close(compensation._solve_psd(singular, b, 0.0), ref)
+
+    real_pinv = torch.linalg.pinv
+
+    def eigh_fails(m, *args, hermitian=False, **kw):
+        if hermitian:
+            raise torch.linalg.LinAlgError("linalg.eigh: failed to converge")
+        return real_pinv(m, *args, **kw)
+
+    monkeypatch.setattr(torch.linalg, "pinv", eigh_fails)
+    torch.testing.assert_close(compensation._solve_psd(singular, b, 0.0), ref)
