@@ -74,8 +74,8 @@ class Row:
         }
 
     def label(self, rows: list[Row] | None = None) -> str:
-        """The method's name, plus the hyper-parameters that differ between its rows in ``rows``
-        (all of them when ``rows`` is None)."""
+        """The method's name, plus the hyper-parameters (and finetune epochs) that differ between
+        its rows in ``rows``; with ``rows`` None, all its hyper-parameters."""
         hp = {**json.loads(self.hparams), "finetune_epochs": self.finetune_epochs}
         if rows is not None:
             others = [
@@ -84,7 +84,7 @@ class Row:
                 if r.method == self.method
             ]
             hp = {k: v for k, v in hp.items() if any(o.get(k) != v for o in others)}
-        elif self.finetune_epochs is None:
+        else:  # a table with its own finetune_epochs column
             del hp["finetune_epochs"]
         return self.method + (
             " (" + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())) + ")" if hp else ""
@@ -114,8 +114,16 @@ def _key(r: dict[str, Any]) -> tuple:
         target,
         r["baseline"]["recipe_hash"],
         r["git_commit"] or "unknown",
-        r.get("finetune_epochs"),  # "magnitude without finetune" pools apart from with
+        finetune_epochs(r),  # "magnitude without finetune" pools apart from with
     )
+
+
+def finetune_epochs(r: dict[str, Any]) -> int:
+    """The epochs the record's finetune stage ran. Records from before the field existed ran the
+    budget's epochs exactly when they have a finetune stage time."""
+    if r.get("finetune_epochs") is not None:
+        return int(r["finetune_epochs"])
+    return int(r["config"]["budget"]["finetune_epochs"]) if "finetune" in r["stage_seconds"] else 0
 
 
 def aggregate(

@@ -29,7 +29,13 @@ def log_wandb(tables, runs_dir: str) -> str:
     )
     for (task, data, tier), rows in tables.items():
         summaries = [
-            {"method": r.label(), "target": r.target, **r.summary(), "flags": "; ".join(r.flags)}
+            {
+                "method": r.label(),
+                "target": r.target,
+                "finetune_epochs": r.finetune_epochs,
+                **r.summary(),
+                "flags": "; ".join(r.flags),
+            }
             for r in rows
         ]
         cols = list(summaries[0])

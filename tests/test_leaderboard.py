@@ -273,3 +273,15 @@ def test_latency_timed_dense_first_is_flagged():
     assert table[0].flags == ["latency timed dense-first: speed-up biased up"]
     (table,) = aggregate([rec(seed=0)]).values()
     assert table[0].flags == []
+
+
+def test_records_without_the_finetune_field_get_it_from_their_stage_times():
+    from prunebench.leaderboard import finetune_epochs
+
+    old = rec(seed=0, config={"budget": {"finetune_epochs": 4}})
+    old.pop("finetune_epochs", None)
+    old["stage_seconds"] = {"baseline": 1.0, "compress": 0.1, "finetune": 2.0}
+    assert finetune_epochs(old) == 4
+    old["stage_seconds"] = {"baseline": 1.0, "compress": 0.1}
+    assert finetune_epochs(old) == 0
+    assert finetune_epochs(rec(seed=0, finetune_epochs=0)) == 0
