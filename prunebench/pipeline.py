@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from prunebench import report
 from prunebench.baseline import baseline_key, load_or_train
+from prunebench.checkpoint import save_compressed
 from prunebench.errors import ConfigError
 from prunebench.masks import remove_masks
 from prunebench.measure import count_macs, count_params, measure_latency_paired
@@ -362,11 +363,25 @@ class Pipeline:
     def _record(self, baseline, compressed, plan, mac_model, info, test) -> dict[str, Any]:
         example = self.task.example_input()
         macs_dense, macs_comp = count_macs(baseline, example), count_macs(compressed, example)
+        compressed = remove_masks(copy.deepcopy(compressed), bake=True)  # as deployed
+        checkpoint = save_compressed(
+            Path(self.cfg["paths"]["runs_dir"])
+            / "checkpoints"
+            / self.task.name
+            / f"{self.point_id}.pt",
+            self.cfg["task"],
+            plan,
+            compressed,
+            {
+                "method": self.cfg["method"]["name"],
+                "hparams": self.method.hparams(),
+                "seed": self.seed,
+            },
+        )
         lat = self.cfg["budget"]["latency"]
         latency = None
         if lat.get("batch"):
             batch = self.task.example_input(int(lat["batch"]))
-            compressed = remove_masks(copy.deepcopy(compressed), bake=True)  # as deployed
             ms = measure_latency_paired(
                 {"dense": baseline, "compressed": compressed}, batch, lat["repeats"], lat["warmup"]
             )
@@ -415,5 +430,6 @@ class Pipeline:
                 "compress_val_passes": self.val_passes,
             },
             "method_notes": self.method.notes(),
+            "checkpoint": str(checkpoint),
             "wandb": self.tracker.finish(summary),
         }

@@ -48,6 +48,7 @@ OPTIONAL: dict[str, tuple] = {
     # training-split samples each stage read: {"split": N, "compress": {"seen", "distinct"},
     # "finetune": {...}, "compress_val_passes": validation passes made while compressing}
     "train_samples": (dict,),
+    "checkpoint": (str, type(None)),  # the compressed checkpoint (prunebench.load), under runs/
 }
 NESTED = {
     "baseline": ("hash", "recipe_hash", "source", "test"),
