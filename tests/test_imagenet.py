@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from methods.magnitude import Magnitude
+from prunebench.checkpoint import load
 from prunebench.errors import ConfigError
 from prunebench.masks import apply_masks
 from prunebench.measure import count_macs, count_params
@@ -162,4 +163,7 @@ def test_every_method_on_the_embedded_stand_in(tmp_path, method):
     if rec["plan_widths"] and rec["target_macs_reduction"] is not None:
         assert abs(rec["achieved_macs_reduction"] - 0.4) <= 0.01
     assert set(rec["test"]) == {"test/top1", "test/top5"}
+    # The compressed checkpoint rebuilds the slimmed model: its counted MACs are the run's.
+    loaded = load(rec["checkpoint"])
+    assert count_macs(loaded, torch.zeros(1, 3, 64, 64)).total == rec["macs"]["realised"]
     assert 0.0 <= rec["test"]["test/top1"] <= rec["test"]["test/top5"] <= 1.0
