@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,19 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
                 *overrides,
             ],
         )
+
+
+def conv3d_stack() -> nn.Sequential:
+    """A tiny 3D conv stack (PSMNet's cost-aggregation shape): conv-BN-ReLU ×2, then a head."""
+    return nn.Sequential(
+        nn.Conv3d(2, 8, 3, padding=1),
+        nn.BatchNorm3d(8),
+        nn.ReLU(),
+        nn.Conv3d(8, 8, 3, padding=1),
+        nn.BatchNorm3d(8),
+        nn.ReLU(),
+        nn.Conv3d(8, 1, 3, padding=1),
+    ).eval()
 
 
 @pytest.fixture

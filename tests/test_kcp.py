@@ -15,6 +15,7 @@ from prunebench.measure import count_macs
 from prunebench.method import CompressContext
 from prunebench.plan import Plan, PlanEntry
 from prunebench.slim import slim
+from tests.conftest import conv3d_stack
 
 
 def _ctx(model, x, prunable, protected, target=0.5, seed=0) -> CompressContext:
@@ -99,15 +100,7 @@ def test_kernel_mask_macs_by_hand_and_unread_channel_is_slimmed():
 
 def test_conv3d_stack():
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv3d(2, 8, 3, padding=1),
-        nn.BatchNorm3d(8),
-        nn.ReLU(),
-        nn.Conv3d(8, 8, 3, padding=1),
-        nn.BatchNorm3d(8),
-        nn.ReLU(),
-        nn.Conv3d(8, 1, 3, padding=1),
-    ).eval()
+    model = conv3d_stack()
     x = torch.zeros(1, 2, 4, 6, 6)
     ctx = _ctx(model, x, ["3"], ["0", "6"], target=0.4)
     assert ctx.structure.kernel_layers == ["3"]

@@ -18,6 +18,7 @@ from prunebench.measure import count_macs
 from prunebench.method import CompressContext
 from prunebench.plan import Plan, PlanEntry
 from prunebench.slim import slim
+from tests.conftest import conv3d_stack
 
 A, U = 0.05, 0.25
 
@@ -228,15 +229,7 @@ def test_shared_invariants_on_resnet20(allocation):
 
 def test_conv3d_stack_column_plan_slims_exactly():
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv3d(2, 8, 3, padding=1),
-        nn.BatchNorm3d(8),
-        nn.ReLU(),
-        nn.Conv3d(8, 8, 3, padding=1),
-        nn.BatchNorm3d(8),
-        nn.ReLU(),
-        nn.Conv3d(8, 1, 3, padding=1),
-    ).eval()
+    model = conv3d_stack()
     x = torch.zeros(1, 2, 4, 6, 6)
     ctx = CompressContext.build(model, x, ["3"], ["0", "6"], 0.3)
     plan = SPP().compress(ctx)  # no training: the budget-end decision alone
