@@ -11,8 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import subprocess
 import time
 import uuid
 import warnings
@@ -24,7 +22,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader
 
 from prunebench import report
 from prunebench.baseline import baseline_key, load_or_train
@@ -34,11 +31,13 @@ from prunebench.masks import remove_masks
 from prunebench.measure import count_macs, count_params, measure_latency_paired
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
+from prunebench.provenance import git_commit
 from prunebench.records import SCHEMA_VERSION, read_record, write_record
 from prunebench.slim import slim
 from prunebench.structure import MacModel
 from prunebench.target import validate_target
 from prunebench.tracking import Tracker
+from prunebench.usage import TrainUsage
 from tasks.base import Task
 
 VOLATILE_KEYS = ("paths", "logger", "overwrite")  # do not change a run's numbers
@@ -61,67 +60,6 @@ def point_id(cfg: dict[str, Any]) -> str:
         f"{cfg['task']['name']}-{cfg['method']['name']}-r{cfg['target']['macs_reduction']}"
         f"-s{cfg['seed']}-{cfg['budget']['name']}-{cfg['data']['source']}-{digest}"
     )
-
-
-class CountedLoader:
-    """A loader that adds the samples of every batch it yields to a :class:`TrainUsage`."""
-
-    def __init__(self, loader: DataLoader, usage: TrainUsage) -> None:
-        self.loader, self.usage, self.dataset = loader, usage, loader.dataset
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch in self.loader:
-            self.usage.seen += len(batch[0])
-            yield batch
-
-
-class TrainUsage:
-    """Training-split samples one stage reads: ``seen`` counts every read (a sample read in
-    each of 3 epochs counts 3), ``distinct`` the different samples (of ``split``)."""
-
-    def __init__(self, split: int) -> None:
-        self.split, self.seen, self.indices, self.everything = split, 0, set(), False
-
-    def add_passes(self, epochs: int) -> None:
-        self.seen += epochs * self.split
-        self.everything = self.everything or epochs > 0
-
-    def counted(self, loader: DataLoader) -> CountedLoader:
-        """``loader`` (over a ``Subset`` of the training split, or all of it), counted as read."""
-        ds = loader.dataset
-        if isinstance(ds, torch.utils.data.Subset):
-            self.indices.update(int(i) for i in ds.indices)
-        else:
-            self.everything = True
-        return CountedLoader(loader, self)
-
-    def to_dict(self) -> dict[str, int]:
-        distinct = self.split if self.everything else len(self.indices)
-        return {"seen": self.seen, "distinct": distinct}
-
-
-def _git_commit() -> str | None:
-    """The last commit that changed code (anything outside results/), with ``+dirty`` when
-    tracked code has uncommitted changes. Committing records does not change it.
-    ``PRUNEBENCH_GIT_COMMIT`` stands in where the code runs from a copy without ``.git`` (the
-    working tree sent to a remote GPU machine)."""
-    if os.environ.get("PRUNEBENCH_GIT_COMMIT"):
-        return os.environ["PRUNEBENCH_GIT_COMMIT"]
-    here = Path(__file__).resolve().parent
-    code = ["--", ":(top)", ":(top,exclude)results"]
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=here)
-
-    try:
-        sha = git("log", "-1", "--format=%H", *code).stdout.strip()
-        dirty = git("diff", "--quiet", "HEAD", *code).returncode == 1
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("+dirty" if dirty else "")) or None
 
 
 class Pipeline:
@@ -323,7 +261,7 @@ class Pipeline:
             "run_id": uuid.uuid4().hex[:12],
             "point_id": self.point_id,
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "task": self.task.name,
             "method": self.cfg["method"]["name"],
             "method_hparams": self.method.hparams(),
