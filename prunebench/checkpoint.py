@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from prunebench.bypass import add_bypasses, bypasses
 from prunebench.errors import PrunebenchError
 from prunebench.masks import remove_masks
 from prunebench.plan import Plan
@@ -57,6 +58,7 @@ def save_compressed(
         "version": VERSION,
         "task": task_cfg,
         "plan": plan.to_dict(),
+        "bypasses": bypasses(baked),
         "state_dict": baked.state_dict(),
         "meta": dict(meta or {}),
     }
@@ -91,12 +93,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return blob
 
 
-def build_slimmed(task_cfg: dict[str, Any], plan: Plan) -> tuple[nn.Module, Any]:
-    """The task's dense model slimmed by ``plan`` (fresh weights), and the task."""
+def build_slimmed(
+    task_cfg: dict[str, Any], plan: Plan, bypassed: dict[str, str] | None = None
+) -> tuple[nn.Module, Any]:
+    """The task's dense model, with the run's bypasses (``{layer: kind}``) added, slimmed by
+    ``plan`` (fresh weights), and the task."""
     task = instantiate(task_cfg, _convert_="all")
     dense = task.build_model().eval()
     example = task.example_input()
-    structure = Structure(dense, example, task.prunable_layers(dense), task.protected_layers(dense))
+    prunable = task.prunable_layers(dense)
+    for kind in sorted(set((bypassed or {}).values())):
+        where = add_bypasses(dense, [n for n, k in bypassed.items() if k == kind], kind)
+        prunable = [where.get(n, n) for n in prunable]
+    structure = Structure(dense, example, prunable, task.protected_layers(dense))
     return remove_masks(slim(dense, plan, example, structure), bake=True), task
 
 
@@ -108,7 +117,7 @@ def load(path: str | Path) -> nn.Module:
 def load_with_task(path: str | Path) -> tuple[nn.Module, Any]:
     """The slimmed model saved at ``path`` (eval mode) and its task (example inputs, metrics)."""
     blob = read_checkpoint(path)
-    model, task = build_slimmed(blob["task"], Plan.from_dict(blob["plan"]))
+    model, task = build_slimmed(blob["task"], Plan.from_dict(blob["plan"]), blob.get("bypasses"))
     state, own = blob["state_dict"], model.state_dict()
     for key in state:  # a compensated layer that gained a bias (CaP on a bias-free conv)
         owner, _, leaf = key.rpartition(".")

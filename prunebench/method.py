@@ -44,6 +44,14 @@ class TrainingHooks:
 
     keep_best_epoch: ClassVar[bool] = True
 
+    def param_groups(self) -> list[dict]:
+        """Extra optimiser parameter groups (``{"params": [...], "lr": …}``) the hooks own — e.g.
+        LAPP's thresholds; the LightningModule registers and optimises them with the model."""
+        return []
+
+    def epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Before the first batch of each training epoch (``epoch`` counts from 0)."""
+
     def batch_start(self, model: nn.Module, step: int) -> None:
         """Before the forward pass of a training batch (e.g. to project weights)."""
 
@@ -69,6 +77,8 @@ class CompressContext:
         macs_reduction: target fraction of dense MACs removed.
         seed: the run's seed (derive every random draw from it).
         compress_epochs: the budget's training epochs for during-training methods.
+        baseline_epochs: the budget's baseline epochs (a from-scratch method may train as long
+            as the dense baseline did, so the two compare at the same total epochs).
         train: ``train(epochs, hooks, recipe)`` trains ``model`` in place under the core's loop
             (``recipe``: the task's ``"finetune"`` optimiser recipe by default, or ``"baseline"``).
         calib_loader: ``calib_loader(fraction)`` → a loader over part of the training split.
@@ -88,6 +98,7 @@ class CompressContext:
     calib_loader: Callable[[float], DataLoader]
     evaluate: Callable[[nn.Module], float] | None = None
     device: str = "cpu"
+    baseline_epochs: int = 0
 
     @classmethod
     def build(
@@ -103,6 +114,7 @@ class CompressContext:
         calib_loader: Callable[[float], DataLoader] | None = None,
         evaluate: Callable[[nn.Module], float] | None = None,
         device: str = "cpu",
+        baseline_epochs: int = 0,
     ) -> CompressContext:
         """A context for ``model``: its structure and MAC model traced on ``example_input``;
         ``train`` defaults to no training (unit tests, benchmarks)."""
@@ -118,6 +130,7 @@ class CompressContext:
             calib_loader,
             evaluate,
             device,
+            baseline_epochs,
         )
 
     def solve(self, scores: dict[str, torch.Tensor], allocation: str = "global") -> Plan:
@@ -191,6 +204,12 @@ class Method:
     def hparams(self) -> dict:
         """Hyper-parameters for the record (the dataclass fields of a method, by default)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
+        """Replace layers of the starting model before anything is traced (e.g. LAPP's bypasses,
+        ``prunebench.bypass``) and return the prunable layers' names in the result; no-op by
+        default. What it adds is counted in every figure (MACs, params, checkpoint)."""
+        return prunable
 
     def notes(self) -> dict:
         """What the last :meth:`compress` did that the record should keep (not hyper-parameters:

@@ -35,11 +35,17 @@ class PruneModule(pl.LightningModule):
         super().__init__()
         self.model, self.task, self.optim, self.stage = model, task, optim, stage
         self.hooks = hooks or TrainingHooks()
+        self.hook_groups = self.hooks.param_groups()
+        # registered, so they move with the module (same Parameter objects as the hooks hold)
+        self.hook_params = nn.ParameterList([p for g in self.hook_groups for p in g["params"]])
         self.val_metrics = nn.ModuleDict(task.metrics())
         self.test_metrics = nn.ModuleDict(task.metrics())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def on_train_epoch_start(self) -> None:
+        self.hooks.epoch_start(self.model, self.current_epoch)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self.hooks.batch_start(self.model, self.global_step)
@@ -85,8 +91,9 @@ class PruneModule(pl.LightningModule):
     def configure_optimizers(self):
         o = self.optim
         params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": params}, *self.hook_groups]
         opt = torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+            groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
         )
         epochs = max(1, self.trainer.max_epochs or 1)
         milestones = sorted(

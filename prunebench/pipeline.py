@@ -189,10 +189,11 @@ class Pipeline:
         else:
             model = copy.deepcopy(baseline)
         example = self.task.example_input()
+        prunable = self.method.prepare(model, self.task.prunable_layers(model))
         ctx = CompressContext.build(
             model,
             example,
-            self.task.prunable_layers(model),
+            prunable,
             self.task.protected_layers(model),
             macs_reduction=float(self.cfg["target"]["macs_reduction"]),
             seed=self.seed,
@@ -205,6 +206,7 @@ class Pipeline:
             ),
             evaluate=self.val_metric,
             device=self.device,
+            baseline_epochs=int(self.cfg["budget"]["baseline_epochs"]),
         )
         plan = self.method.compress(ctx)
         return model, slim(model, plan, example, ctx.structure), plan, ctx.mac_model

@@ -1,0 +1,290 @@
+"""LAPP — Layer Adaptive Progressive Pruning: Zhai, Guo, Liu, Xing, Xu, "Layer Adaptive
+Progressive Pruning for Compressing CNNs from Scratch", arXiv 2309.14157, 2023. No official code;
+this is our reading (``shared/papers.md``), every unverified detail a named option.
+
+Verified from the paper: training from scratch; compression during the first few epochs; a
+learnable threshold t_l per prunable layer; a MACs constraint that updates the thresholds with
+the task loss, so each layer's rate is found by training; a lightweight bypass added before
+training to every conv that will be pruned, kept at inference and counted.
+
+Our reading (options):
+
+* ``importance``: s_i = |γ_i| of the BN after layer l (``bn``, default) or the filter's L2 norm
+  (``l2``), divided by the layer's largest score, detached (the scores rank; t_l learns).
+* Mask, straight-through: forward ``m_i = 1[s_i > t_l]`` (the best filter always kept), backward
+  through ``σ((s_i − t_l)/τ)`` (``tau``). It multiplies the BN's output, so a masked model computes
+  what the slimmed one does.
+* Widths ``n_l = Σ_i m_i`` forward, ``Σ_i σ(·)`` backward; MACs(n) from consecutive widths with the
+  shared counter's convention (:class:`SoftMacs`: each conv scales by its kept-output and
+  kept-input fractions), so at hard masks the term *equals* ``count_macs`` of the slimmed model.
+* Loss ``task + λ·max(0, MACs/T − 1)²`` (``constraint: hinge``) or ``λ·(MACs/T − 1)²``
+  (``squared``), T = (1 − target)·dense MACs of the model *without* bypasses (what the record's
+  reduction is measured against, so the bypasses' cost is paid inside the target).
+* t_l: learnable, in their own optimiser group (``threshold_lr``, no weight decay), from
+  ``threshold_init``.
+* Bypass (``bypass``): ``conv1x1`` (default) | ``dwconv3x3`` | ``none`` on every pruned conv
+  (the groups' root convs), ``prunebench.bypass``.
+* Projection (``project``): when the hard masks at the end of the pruning phase miss the target by
+  more than 1 % absolute, one global offset δ is added to every t_l, found by bisection (smallest δ
+  whose reduction reaches the target); ``notes()`` records whether it was used and δ.
+
+Budget: one from-scratch run with the baseline recipe and one schedule for ``ctx.baseline_epochs``
+epochs (the same total as the dense baseline, which is therefore the scratch control the Δ column
+compares with); thresholds learn during the first ``prune_epochs`` (E_p; default the budget's
+``compress_epochs``), then the masks freeze and training goes on at the pruned width. The pipeline
+slims the frozen plan (masked ≡ slimmed); ``finetune: false`` by default (nothing is left to
+finetune: the budget's epochs are spent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from prunebench.bypass import KINDS, add_bypasses, bypasses
+from prunebench.errors import ConfigError
+from prunebench.method import CompressContext, Method, TrainingHooks
+from prunebench.plan import Plan, PlanEntry
+from prunebench.structure import MacModel
+
+IMPORTANCE = ("bn", "l2")
+CONSTRAINTS = ("hinge", "squared")
+TOLERANCE = 0.01  # |achieved − target| beyond which the projection runs
+
+
+class SoftMacs:
+    """MACs as a function of the prunable groups' widths n_l (tensors, differentiable), with the
+    shared counter's convention: a conv/linear in group a's outputs and group b's inputs costs
+    ``macs · (n_a / C_a) · (n_b / C_b)``; everything else is constant. At integer widths it equals
+    ``MacModel.plan_macs`` of the filter plan with those widths."""
+
+    def __init__(self, mac_model: MacModel) -> None:
+        s = mac_model.structure
+        out_of = {m: r for r, g in s.groups.items() for m in g.out_members}
+        in_of = {
+            m: r
+            for r, g in s.groups.items()
+            for m in g.in_members
+            if m in s.shapes and s.shapes[m][1] == g.size
+        }
+        self.sizes = s.sizes()
+        self.terms: list[tuple[int, str | None, str | None]] = []
+        self.constant = 0
+        for name, macs in mac_model.per_module.items():
+            a, b = (out_of.get(name), in_of.get(name)) if name in s.shapes else (None, None)
+            if a is None and b is None:
+                self.constant += macs
+            else:
+                self.terms.append((macs, a, b))
+
+    def __call__(self, widths: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = torch.tensor(float(self.constant), dtype=torch.float64)
+        for macs, a, b in self.terms:
+            term = torch.tensor(float(macs), dtype=torch.float64)
+            for r in (a, b):
+                if r is not None:
+                    term = term * widths[r].double() / self.sizes[r]
+            total = total + term
+        return total
+
+
+class LAPPHooks(TrainingHooks):
+    """Thresholds, straight-through masks on the BN outputs, the MACs term, and the freeze."""
+
+    keep_best_epoch = False  # the masks describe the last weights
+
+    def __init__(self, method: LAPP, ctx: CompressContext, prune_epochs: int) -> None:
+        self.m, self.ctx, self.prune_epochs = method, ctx, prune_epochs
+        s = ctx.structure
+        self.roots = list(s.groups)
+        self.bn = {}
+        for root in self.roots:
+            bns = [
+                n
+                for n in s.groups[root].out_members
+                if isinstance(ctx.model.get_submodule(n), nn.modules.batchnorm._BatchNorm)
+            ]
+            if not bns:
+                raise ConfigError(f"LAPP masks a BN output; group {root!r} has no BatchNorm")
+            self.bn[root] = bns[-1]
+        self.t = {r: nn.Parameter(torch.tensor(float(method.threshold_init))) for r in self.roots}
+        self.soft_macs = SoftMacs(ctx.mac_model)
+        plain = ctx.mac_model.dense_total - sum(
+            v
+            for k, v in ctx.mac_model.per_module.items()
+            if any(k.startswith(f"{b}.bypass") for b in bypasses(ctx.model))
+        )
+        self.dense = plain  # dense MACs without bypasses: the record's reference
+        self.target_macs = (1.0 - ctx.macs_reduction) * plain
+        self.frozen: dict[str, torch.Tensor] | None = None
+        self.handles: list = []
+        self.notes: dict = {}
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": list(self.t.values()), "lr": self.m.threshold_lr, "weight_decay": 0.0}]
+
+    # -- scores and masks -------------------------------------------------------------------
+    def scores(self, model: nn.Module, root: str) -> torch.Tensor:
+        if self.m.importance == "bn":
+            s = model.get_submodule(self.bn[root]).weight.detach().abs()
+        else:
+            s = model.get_submodule(root).weight.detach().flatten(1).norm(dim=1)
+        return s / s.max().clamp_min(1e-12)
+
+    @staticmethod
+    def hard(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """1[s > t], the best filter always kept."""
+        keep = s > t
+        keep[s.argmax()] = True
+        return keep
+
+    def masks(self, model: nn.Module, root: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(straight-through mask, soft mask σ((s − t)/τ)) of one group."""
+        s, t = self.scores(model, root), self.t[root]
+        soft = torch.sigmoid((s - t) / self.m.tau)
+        hard = self.hard(s, t.detach()).to(soft.dtype)
+        return hard + soft - soft.detach(), soft
+
+    def macs(self, model: nn.Module) -> torch.Tensor:
+        """MACs of the current masks: hard widths forward, soft widths' gradient backward."""
+        widths = {}
+        for root in self.roots:
+            st, _ = self.masks(model, root)
+            widths[root] = st.sum()
+        return self.soft_macs(widths)
+
+    # -- training hooks ---------------------------------------------------------------------
+    def install(self, model: nn.Module) -> None:
+        for root in self.roots:
+            bn = model.get_submodule(self.bn[root])
+
+            def mask_output(module, inputs, output, root=root):
+                if self.frozen is not None:
+                    m = self.frozen[root].to(output)
+                else:
+                    m = self.masks(model, root)[0].to(output)
+                return output * m.view(1, -1, *[1] * (output.dim() - 2))
+
+            self.handles.append(bn.register_forward_hook(mask_output))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def epoch_start(self, model: nn.Module, epoch: int) -> None:
+        if epoch >= self.prune_epochs and self.frozen is None:
+            self.freeze(model)
+
+    def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        if self.frozen is not None:
+            return None
+        gap = self.macs(model) / self.target_macs - 1.0
+        if self.m.constraint == "hinge":
+            gap = gap.clamp_min(0.0)
+        return (self.m.lam * gap**2).float()
+
+    # -- the freeze and the plan --------------------------------------------------------------
+    def plan_at(self, model: nn.Module, offset: float = 0.0) -> Plan:
+        entries = {}
+        for root in self.roots:
+            keep = self.hard(self.scores(model, root), self.t[root].detach() + offset)
+            entries[root] = PlanEntry(
+                "filter", len(keep), [int(i) for i in keep.nonzero().flatten()]
+            )
+        return Plan(entries)
+
+    def reduction(self, plan: Plan) -> float:
+        return 1.0 - self.ctx.mac_model.plan_macs(plan) / self.dense
+
+    @torch.no_grad()
+    def freeze(self, model: nn.Module) -> Plan:
+        """Fix the masks at the current thresholds (projected onto the target if they miss)."""
+        target = self.ctx.macs_reduction
+        plan, offset = self.plan_at(model), 0.0
+        before = self.reduction(plan)
+        projected = self.m.project and abs(before - target) > TOLERANCE
+        if projected:
+            ts = torch.stack([t.detach() for t in self.t.values()])
+            lo, hi = -1.0 - float(ts.max()), 1.0 - float(ts.min())  # all kept … one kept
+            if self.reduction(self.plan_at(model, hi)) < target:
+                raise ConfigError(
+                    f"target.macs_reduction={target} is beyond one filter per layer "
+                    f"(with bypass={self.m.bypass!r})"
+                )
+            for _ in range(50):  # smallest offset whose reduction reaches the target
+                mid = (lo + hi) / 2
+                if self.reduction(self.plan_at(model, mid)) >= target:
+                    hi = mid
+                else:
+                    lo = mid
+            offset, plan = hi, self.plan_at(model, hi)
+        self.frozen = {
+            r: torch.zeros(e.size).index_fill_(0, torch.tensor(e.keep), 1.0)
+            for r, e in plan.entries.items()
+        }
+        self.plan = plan
+        self.notes = {
+            "prune_epochs": self.prune_epochs,
+            "reduction_before_projection": round(before, 6),
+            "projected": bool(projected),
+            "projection_offset": round(offset, 6),
+            "achieved_reduction": round(self.reduction(plan), 6),
+            "thresholds": {r: round(float(t), 6) for r, t in self.t.items()},
+            "kept_fraction": {r: round(len(e.keep) / e.size, 4) for r, e in plan.entries.items()},
+        }
+        return plan
+
+
+@dataclass
+class LAPP(Method):
+    importance: str = "bn"
+    tau: float = 0.1
+    lam: float = 5.0
+    constraint: str = "hinge"
+    threshold_init: float = 0.5
+    threshold_lr: float = 0.05
+    prune_epochs: int | None = None
+    bypass: str = "conv1x1"
+    project: bool = True
+    finetune: bool = False
+    _notes: dict = field(default_factory=dict, repr=False)
+
+    start = "scratch"
+
+    def __post_init__(self) -> None:
+        for key, value, choices in (
+            ("importance", self.importance, IMPORTANCE),
+            ("constraint", self.constraint, CONSTRAINTS),
+            ("bypass", self.bypass, KINDS),
+        ):
+            if value not in choices:
+                raise ConfigError(f"method.{key}={value!r}; choices: {choices}")
+        if self.tau <= 0 or self.lam < 0 or (self.prune_epochs or 0) < 0:
+            raise ConfigError("method.tau > 0, method.lam ≥ 0 and method.prune_epochs ≥ 0")
+
+    def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
+        where = add_bypasses(model, prunable, self.bypass)
+        return [where[n] for n in prunable]
+
+    def hooks(self, ctx: CompressContext) -> LAPPHooks:
+        total = max(ctx.baseline_epochs, ctx.compress_epochs)
+        e_p = ctx.compress_epochs if self.prune_epochs is None else self.prune_epochs
+        return LAPPHooks(self, ctx, min(e_p, total))
+
+    def compress(self, ctx: CompressContext) -> Plan:
+        hooks = self.hooks(ctx)
+        hooks.install(ctx.model)
+        total = max(ctx.baseline_epochs, ctx.compress_epochs)
+        try:
+            ctx.train(total, hooks, "baseline")
+            plan = hooks.plan if hooks.frozen is not None else hooks.freeze(ctx.model)
+        finally:
+            hooks.remove()
+        self._notes = {**hooks.notes, "total_epochs": total}
+        return plan
+
+    def notes(self) -> dict:
+        return dict(self._notes)
