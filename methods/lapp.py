@@ -22,8 +22,9 @@ Our reading (options):
   reduction is measured against, so the bypasses' cost is paid inside the target).
 * t_l: learnable, in their own optimiser group (``threshold_lr``, no weight decay), from
   ``threshold_init``.
-* Bypass (``bypass``): ``conv1x1`` (default) | ``dwconv3x3`` | ``none`` on every pruned conv
-  (the groups' root convs), ``prunebench.bypass``.
+* Bypass (``bypass``): ``conv1x1`` (default) | ``dwconv3x3`` | ``none`` beside every pruned
+  k×k conv with k > 1 (the groups' root convs), ``prunebench.bypass``; the bypass's outputs are
+  pruned with the conv's filters.
 * Projection (``project``): when the hard masks at the end of the pruning phase miss the target by
   more than 1 % absolute, one global offset δ is added to every t_l, found by bisection (smallest δ
   whose reduction reaches the target); ``notes()`` records whether it was used and δ.
@@ -266,8 +267,10 @@ class LAPP(Method):
             raise ConfigError("method.tau > 0, method.lam ≥ 0 and method.prune_epochs ≥ 0")
 
     def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
-        where = add_bypasses(model, prunable, self.bypass)
-        return [where[n] for n in prunable]
+        """Bypass every pruned k×k conv, k > 1 (beside a 1×1 conv a 1×1 branch adds nothing)."""
+        spatial = [n for n in prunable if model.get_submodule(n).kernel_size != (1,) * 2]
+        where = add_bypasses(model, spatial, self.bypass)
+        return [where.get(n, n) for n in prunable]
 
     def hooks(self, ctx: CompressContext) -> LAPPHooks:
         total = max(ctx.baseline_epochs, ctx.compress_epochs)

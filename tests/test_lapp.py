@@ -1,0 +1,173 @@
+"""LAPP: the bypass's analytic cost, the soft-MACs term equal to the shared counter at hard masks,
+the thresholds' gradient, masked ≡ slimmed with bypasses, the projection, and a pipeline run."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from methods.lapp import LAPP, SoftMacs
+from prunebench.bypass import Bypassed, add_bypasses
+from prunebench.checkpoint import load
+from prunebench.measure import count_macs, count_params
+from prunebench.method import CompressContext
+from prunebench.pipeline import Pipeline
+from prunebench.plan import Plan, PlanEntry
+from prunebench.slim import slim
+from tasks.classification.resnet_cifar import CifarResNet
+
+X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def toy() -> nn.Sequential:
+    """conv0 3→4 (protected), conv1 4→8 (prunable), conv2 8→4, all 3×3 pad 1 on 8×8; fc 4→10."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 10),
+    ).eval()
+
+
+def toy_ctx(kind: str, target: float = 0.3) -> tuple[CompressContext, LAPP]:
+    model = toy()
+    method = LAPP(bypass=kind)
+    prunable = method.prepare(model, ["3"])
+    return CompressContext.build(model, X, prunable, ["0", "11"], macs_reduction=target), method
+
+
+# conv0 4·3·9·64 = 6,912; conv1 8·4·9·64 = 18,432; conv2 4·8·9·64 = 18,432; fc 40.
+# conv1x1 bypass 8·4·64 = 2,048 MACs, 32 params; dwconv3x3: 4·9·64 + 8·4·64 = 4,352, 36 + 32.
+@pytest.mark.parametrize(
+    ("kind", "macs", "params"), [("conv1x1", 2048, 32), ("dwconv3x3", 4352, 68)]
+)
+def test_bypass_adds_exactly_its_analytic_cost_before_and_after_slimming(kind, macs, params):
+    plain = toy()
+    assert count_macs(plain, X).total == 6912 + 18432 + 18432 + 40
+    ctx, _ = toy_ctx(kind)
+    assert isinstance(ctx.model.get_submodule("3"), Bypassed)
+    assert count_macs(ctx.model, X).total - count_macs(plain, X).total == macs
+    assert count_params(ctx.model) - count_params(plain) == params
+    keep = [1, 4, 6]  # 3 of 8 filters: the 1×1 (or point-wise) part shrinks to 3·4·64 = 768
+    plan = Plan({"3.conv": PlanEntry("filter", 8, keep)})
+    slimmed = count_macs(slim(ctx.model, plan, X, ctx.structure), X).total
+    ctx0, _ = toy_ctx("none")
+    slimmed0 = count_macs(
+        slim(ctx0.model, Plan({"3": PlanEntry("filter", 8, keep)}), X, ctx0.structure), X
+    ).total
+    assert slimmed - slimmed0 == macs - 2048 + 768  # dw part (2,304) is not pruned
+    assert ctx.mac_model.plan_macs(plan) == slimmed
+
+
+def _resnet20(kind: str, target: float = 0.5):
+    torch.manual_seed(1)
+    model = CifarResNet(20, 10, "A", None).eval()
+    x = torch.randn(2, 3, 32, 32)
+    method = LAPP(bypass=kind)
+    prunable = [
+        n for n, _ in model.named_modules() if n.startswith("layer") and n.endswith(".conv1")
+    ]
+    prunable = method.prepare(model, prunable)
+    for m in model.modules():  # spread the BN scores so thresholds cut somewhere
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape) + 0.05
+            m.running_mean.normal_(0, 0.1)
+    ctx = CompressContext.build(model, x[:1], prunable, ["conv1", "fc"], macs_reduction=target)
+    return ctx, method, x
+
+
+@pytest.mark.parametrize("kind", ["conv1x1", "dwconv3x3", "none"])
+def test_macs_term_at_hard_masks_equals_the_counter_of_the_slimmed_model(kind):
+    ctx, method, x = _resnet20(kind)
+    hooks = method.hooks(ctx)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        for t in hooks.t.values():
+            t.data = torch.rand((), generator=g) * 0.8
+        plan = hooks.plan_at(ctx.model)
+        assert any(len(e.keep) < e.size for e in plan.entries.values())
+        realised = count_macs(slim(ctx.model, plan, x[:1], ctx.structure), x[:1]).total
+        assert float(hooks.macs(ctx.model).detach()) == realised == ctx.mac_model.plan_macs(plan)
+        widths = {r: torch.tensor(float(len(e.keep))) for r, e in plan.entries.items()}
+        assert float(SoftMacs(ctx.mac_model)(widths)) == realised
+
+
+def test_threshold_gradient_is_nonzero_and_raising_it_lowers_macs():
+    ctx, method = toy_ctx("conv1x1", target=0.5)
+    bn = ctx.model.get_submodule("4")
+    bn.weight.data = torch.tensor([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])  # s = γ / max γ
+    hooks = method.hooks(ctx)
+    (t,) = hooks.t.values()
+    # At t = 0.5 the hard mask keeps s > 0.5: 5 filters. Soft MACs forward = hard MACs:
+    # 6,912 + 40 + (18,432 + 2,048 + 18,432)·5/8 = 31,272.
+    assert float(hooks.macs(ctx.model).detach()) == 6912 + 40 + (18432 + 2048 + 18432) * 5 / 8
+    hooks.macs(ctx.model).backward()
+    assert t.grad is not None and float(t.grad) < 0  # raising t lowers MACs
+    t.grad = None
+    loss = hooks.extra_loss(ctx.model, 0)  # MACs 31,272 > target 0.5·43,816: the hinge is active
+    assert float(loss.detach()) > 0
+    loss.backward()
+    assert float(t.grad) < 0  # gradient descent raises t
+
+
+@pytest.mark.parametrize("kind", ["conv1x1", "dwconv3x3"])
+def test_masked_equals_slimmed_with_bypasses(kind):
+    ctx, method, x = _resnet20(kind)
+    hooks = method.hooks(ctx)
+    for t in hooks.t.values():
+        t.data = torch.tensor(0.4)
+    hooks.install(ctx.model)
+    plan = hooks.freeze(ctx.model)  # the frozen masks now multiply the BN outputs
+    with torch.no_grad():
+        masked = ctx.model(x)
+    hooks.remove()
+    slim_model = slim(ctx.model, plan, x[:1], ctx.structure)
+    with torch.no_grad():
+        slimmed = slim_model(x)
+    torch.testing.assert_close(masked, slimmed, atol=1e-5, rtol=1e-5)
+    assert any(len(e.keep) < e.size for e in plan.entries.values())
+
+
+def test_projection_lands_within_one_percent_and_is_recorded():
+    ctx, method, _ = _resnet20("conv1x1", target=0.4)
+    hooks = method.hooks(ctx)  # thresholds at 0 keep everything: reduction < 0 with bypasses
+    for t in hooks.t.values():
+        t.data = torch.tensor(0.0)
+    hooks.freeze(ctx.model)
+    n = hooks.notes
+    assert n["projected"] and n["reduction_before_projection"] < 0
+    assert 0.4 <= n["achieved_reduction"] <= 0.41
+    assert hooks.reduction(hooks.plan) == pytest.approx(n["achieved_reduction"], abs=1e-6)
+
+
+def test_pipeline_run_trains_thresholds_and_reloads(cfg_factory):
+    rec = Pipeline(cfg_factory("method=lapp", "budget.latency.batch=0")).run()
+    assert rec["status"] == "ok" and abs(rec["achieved_macs_reduction"] - 0.5) <= 0.01
+    assert rec["macs"]["compressed"] == rec["macs"]["realised"]
+    notes = rec["method_notes"]
+    assert any(t != 0.5 for t in notes["thresholds"].values())  # the optimiser moved them
+    assert notes["total_epochs"] == 1 and rec["finetune_epochs"] == 0
+    loaded = load(rec["checkpoint"])
+    assert count_macs(loaded, torch.zeros(1, 3, 32, 32)).total == rec["macs"]["realised"]
+    assert isinstance(loaded.get_submodule("layer1.0.conv1"), Bypassed)
+
+
+def test_bypass_is_a_layer_replacement_that_keeps_the_function_at_zero_branch():
+    model = toy()
+    x = copy.deepcopy(X)
+    before = model(x)
+    add_bypasses(model, ["3"], "conv1x1")
+    model.get_submodule("3.bypass").weight.data.zero_()
+    torch.testing.assert_close(model(x), before)
