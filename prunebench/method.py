@@ -13,6 +13,10 @@ evaluates what it returns; it never asks which shape a method has.
   (extra loss term, before/after the optimiser step) while the core owns the loop. Then return the
   structure the training found.
 
+A method that adds layers before training (LAPP's bypasses) does it in ``Method.prepare``, through
+the core's layer replacements (``prunebench.bypass``), before the structure is traced, so the
+added layers are counted, slimmed and saved like any other.
+
 A method never slices tensors, counts MACs or owns a training loop.
 """
 
