@@ -243,10 +243,10 @@ class LAPPHooks(TrainingHooks):
 class LAPP(Method):
     importance: str = "bn"
     tau: float = 0.1
-    lam: float = 5.0
+    lam: float = 1.0
     constraint: str = "hinge"
     threshold_init: float = 0.5
-    threshold_lr: float = 0.05
+    threshold_lr: float = 0.002
     prune_epochs: int | None = None
     bypass: str = "conv1x1"
     project: bool = True
