@@ -110,16 +110,20 @@ def test_threshold_gradient_is_nonzero_and_raising_it_lowers_macs():
     bn.weight.data = torch.tensor([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])  # s = γ / max γ
     hooks = method.hooks(ctx)
     (t,) = hooks.t.values()
+    t.data = torch.tensor(0.5)
     # At t = 0.5 the hard mask keeps s > 0.5: 5 filters. Soft MACs forward = hard MACs:
     # 6,912 + 40 + (18,432 + 2,048 + 18,432)·5/8 = 31,272.
     assert float(hooks.macs(ctx.model).detach()) == 6912 + 40 + (18432 + 2048 + 18432) * 5 / 8
     hooks.macs(ctx.model).backward()
     assert t.grad is not None and float(t.grad) < 0  # raising t lowers MACs
     t.grad = None
-    loss = hooks.extra_loss(ctx.model, 0)  # MACs 31,272 > target 0.5·43,816: the hinge is active
-    assert float(loss.detach()) > 0
-    loss.backward()
-    assert float(t.grad) < 0  # gradient descent raises t
+    for constraint in ("squared", "hinge"):  # MACs 31,272 > target 0.5·43,816: both active
+        method.constraint = constraint
+        loss = hooks.extra_loss(ctx.model, 0)
+        assert float(loss.detach()) == pytest.approx(method.lam * (31272 / 21908 - 1) ** 2)
+        loss.backward()
+        assert float(t.grad) < 0  # gradient descent raises t
+        t.grad = None
 
 
 @pytest.mark.parametrize("kind", ["conv1x1", "dwconv3x3"])
@@ -157,7 +161,7 @@ def test_pipeline_run_trains_thresholds_and_reloads(cfg_factory):
     assert rec["status"] == "ok" and abs(rec["achieved_macs_reduction"] - 0.5) <= 0.01
     assert rec["macs"]["compressed"] == rec["macs"]["realised"]
     notes = rec["method_notes"]
-    assert any(t != 0.5 for t in notes["thresholds"].values())  # the optimiser moved them
+    assert any(t != 0.9 for t in notes["thresholds"].values())  # the optimiser moved them
     assert notes["total_epochs"] == 1 and rec["finetune_epochs"] == 0
     loaded = load(rec["checkpoint"])
     assert count_macs(loaded, torch.zeros(1, 3, 32, 32)).total == rec["macs"]["realised"]
