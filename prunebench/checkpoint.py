@@ -12,6 +12,7 @@ architecture by hand.
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,6 @@ def save_compressed(
         plan: the plan the model was slimmed with.
         meta: anything worth keeping beside it (method, hyper-parameters, record id, MACs).
     """
-    import copy
-
     baked = remove_masks(copy.deepcopy(model), bake=True)
     blob = {
         "format": FORMAT,

@@ -34,7 +34,7 @@ from prunebench.masks import apply_masks
 from prunebench.plan import Plan
 from prunebench.resolve import resolve
 from prunebench.structure import MacModel, Structure
-from prunebench.target import solve, solve_columns, solve_kernels
+from prunebench.target import solve, solve_units
 
 
 class TrainingHooks:
@@ -150,8 +150,7 @@ class CompressContext:
     ) -> Plan:
         """Kernel plan pruning the lowest (C_out, C_in) scores to hit ``macs_reduction`` (default:
         the run's target), keeping already-pruned kernels pruned (``alive``)."""
-        target = self.macs_reduction if macs_reduction is None else macs_reduction
-        return solve_kernels(scores, self.mac_model, target, allocation, alive)
+        return self._solve_masked("kernel", scores, macs_reduction, allocation, alive)
 
     def solve_columns(
         self,
@@ -162,8 +161,11 @@ class CompressContext:
     ) -> Plan:
         """Column plan pruning the lowest (C_in, k…) scores to hit ``macs_reduction`` (default:
         the run's target), keeping already-pruned columns pruned (``alive``)."""
+        return self._solve_masked("column", scores, macs_reduction, allocation, alive)
+
+    def _solve_masked(self, kind, scores, macs_reduction, allocation, alive) -> Plan:
         target = self.macs_reduction if macs_reduction is None else macs_reduction
-        return solve_columns(scores, self.mac_model, target, allocation, alive)
+        return solve_units(scores, kind, self.mac_model, target, allocation, alive=alive)
 
     def kernel_weights(self) -> dict[str, torch.Tensor]:
         """The current (masked) weights of every kernel-prunable conv."""

@@ -29,6 +29,17 @@ STRUCTURES = {
     "cap": "compensated",
 }
 
+
+def task_cfg(depth: int) -> dict:
+    """A CIFAR ResNet task config, as a run would save it."""
+    return {
+        "_target_": "tasks.classification.CifarClassification",
+        "name": f"cifar10_resnet{depth}",
+        "depth": depth,
+        "recipe": {"baseline": {"lr": 0.1}, "finetune": {"lr": 0.01}},
+    }
+
+
 LOAD_AND_RUN = """
 import sys, torch
 import prunebench
@@ -79,15 +90,9 @@ def test_slim_checkpoint_of_resnet56_is_smaller(tmp_path):
     roots = [n for n, _ in model.named_modules() if n.startswith("layer") and n.endswith(".conv1")]
     ctx = CompressContext.build(model, x, roots, ["conv1", "fc"], 0.5, 0)
     plan = Magnitude("uniform").compress(ctx)
-    task_cfg = {
-        "_target_": "tasks.classification.CifarClassification",
-        "name": "cifar10_resnet56",
-        "depth": 56,
-        "recipe": {"baseline": {"lr": 0.1}, "finetune": {"lr": 0.01}},
-    }
-    dense = save_compressed(tmp_path / "dense.pt", task_cfg, Plan(), model)
+    dense = save_compressed(tmp_path / "dense.pt", task_cfg(56), Plan(), model)
     slimmed = save_compressed(
-        tmp_path / "slim.pt", task_cfg, plan, slim(model, plan, x, ctx.structure)
+        tmp_path / "slim.pt", task_cfg(56), plan, slim(model, plan, x, ctx.structure)
     )
     ratio = slimmed.stat().st_size / dense.stat().st_size
     print(f"ResNet-56 at -50 % MACs: checkpoint {ratio:.3f} of the dense one")
@@ -97,13 +102,7 @@ def test_slim_checkpoint_of_resnet56_is_smaller(tmp_path):
 
 def test_bad_checkpoints_are_refused_clearly(tmp_path):
     good = tmp_path / "ok.pt"
-    task_cfg = {
-        "_target_": "tasks.classification.CifarClassification",
-        "name": "c",
-        "depth": 20,
-        "recipe": {"baseline": {"lr": 0.1}, "finetune": {"lr": 0.01}},
-    }
-    save_compressed(good, task_cfg, Plan(), CifarResNet(20))
+    save_compressed(good, task_cfg(20), Plan(), CifarResNet(20))
     blob = torch.load(good, weights_only=True)
     torch.save({**blob, "version": 2}, tmp_path / "new.pt")
     with pytest.raises(CheckpointError, match="version 2.*needs a newer prunebench"):
