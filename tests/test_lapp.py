@@ -12,6 +12,7 @@ from torch import nn
 from methods.lapp import LAPP, SoftMacs
 from prunebench.bypass import Bypassed, add_bypasses
 from prunebench.checkpoint import load
+from prunebench.errors import ConfigError
 from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
 from prunebench.pipeline import Pipeline
@@ -41,9 +42,9 @@ def toy() -> nn.Sequential:
     ).eval()
 
 
-def toy_ctx(kind: str, target: float = 0.3) -> tuple[CompressContext, LAPP]:
+def toy_ctx(kind: str, target: float = 0.3, **options) -> tuple[CompressContext, LAPP]:
     model = toy()
-    method = LAPP(bypass=kind)
+    method = LAPP(bypass=kind, **options)
     prunable = method.prepare(model, ["3"])
     return CompressContext.build(model, X, prunable, ["0", "11"], macs_reduction=target), method
 
@@ -105,7 +106,7 @@ def test_macs_term_at_hard_masks_equals_the_counter_of_the_slimmed_model(kind):
 
 
 def test_threshold_gradient_is_nonzero_and_raising_it_lowers_macs():
-    ctx, method = toy_ctx("conv1x1", target=0.5)
+    ctx, method = toy_ctx("conv1x1", target=0.5, score_norm="max")
     bn = ctx.model.get_submodule("4")
     bn.weight.data = torch.tensor([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])  # s = γ / max γ
     hooks = method.hooks(ctx)
@@ -124,6 +125,28 @@ def test_threshold_gradient_is_nonzero_and_raising_it_lowers_macs():
         loss.backward()
         assert float(t.grad) < 0  # gradient descent raises t
         t.grad = None
+
+
+def test_rank_scores_keep_the_top_one_minus_t_of_each_layer():
+    ctx, method = toy_ctx("conv1x1", target=0.5)  # score_norm="rank", the default
+    bn = ctx.model.get_submodule("4")
+    bn.weight.data = torch.tensor([0.3, -0.9, 0.8, 0.7, 0.1, 0.5, 0.4, 0.6])  # |γ| ranks
+    hooks = method.hooks(ctx)
+    (t,) = hooks.t.values()
+    assert float(t.detach()) == 0.0  # the rank default: nothing pruned at the start
+    s = hooks.scores(ctx.model, "3.conv")
+    torch.testing.assert_close(s, torch.tensor([2, 8, 7, 6, 1, 4, 3, 5]) / 8.0)
+    t.data = torch.tensor(0.4)  # s > 0.4 keeps ranks 4..8 of 8: the 5 largest |γ|
+    assert hooks.plan_at(ctx.model).entries["3.conv"].keep == [1, 2, 3, 5, 7]
+    # Soft MACs forward = hard MACs at 5 of 8 kept; the constraint's gradient raises t.
+    assert float(hooks.macs(ctx.model).detach()) == 6912 + 40 + (18432 + 2048 + 18432) * 5 / 8
+    hooks.extra_loss(ctx.model, 0).backward()
+    assert float(t.grad) < 0
+
+
+def test_bad_score_norm_names_the_choices():
+    with pytest.raises(ConfigError, match=r"method.score_norm='z'.*'rank', 'max'"):
+        LAPP(score_norm="z")
 
 
 @pytest.mark.parametrize("kind", ["conv1x1", "dwconv3x3"])
@@ -161,7 +184,7 @@ def test_pipeline_run_trains_thresholds_and_reloads(cfg_factory):
     assert rec["status"] == "ok" and abs(rec["achieved_macs_reduction"] - 0.5) <= 0.01
     assert rec["macs"]["compressed"] == rec["macs"]["realised"]
     notes = rec["method_notes"]
-    assert any(t != 0.9 for t in notes["thresholds"].values())  # the optimiser moved them
+    assert any(t != 0.0 for t in notes["thresholds"].values())  # the optimiser moved them
     assert notes["total_epochs"] == 1 and rec["finetune_epochs"] == 0
     loaded = load(rec["checkpoint"])
     assert count_macs(loaded, torch.zeros(1, 3, 32, 32)).total == rec["macs"]["realised"]
