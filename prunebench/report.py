@@ -54,11 +54,7 @@ def metric_scale(key: str) -> tuple[float, str]:
 
 def _fmt_metric(key: str, v: float | None) -> str:
     return (
-        "—"
-        if v is None
-        else f"{100 * v:.2f} %"
-        if key.endswith(FRACTION_METRICS)
-        else f"{v:.4f}"
+        "—" if v is None else f"{100 * v:.2f} %" if key.endswith(FRACTION_METRICS) else f"{v:.4f}"
     )
 
 
@@ -74,7 +70,8 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
     comp = record["test"].get(key)
     macs, params, lat = record["macs"], record["params"], record["latency"]
     scale, unit = metric_scale(key)
-    delta = "" if base is None or comp is None else f"  (Δ {scale * (comp - base):+.2f}{' ' * bool(unit)}{unit})"
+    unit = f" {unit}" if unit else ""
+    delta = "" if base is None or comp is None else f"  (Δ {scale * (comp - base):+.2f}{unit})"
     lines = [
         f"prunebench · {record['task']} × {record['method']} · seed {record['seed']} · "
         f"budget {record['budget']} · data {record['data_source']}",

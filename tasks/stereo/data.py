@@ -26,7 +26,10 @@ MODES = ("random", "pad16", "bottom_right", "none")
 
 def to_input(left: np.ndarray, right: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) views → normalised (6, H, W)."""
-    views = [(torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1).float() / 255 - MEAN) / STD for v in (left, right)]
+    views = [
+        (torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1).float() / 255 - MEAN) / STD
+        for v in (left, right)
+    ]
     return torch.cat(views, 0)
 
 

@@ -224,7 +224,9 @@ class PSMNet(nn.Module):
 
     def forward(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != 6:
-            raise ValueError(f"PSMNet takes (B, 6, H, W) (left and right RGB), got {tuple(x.shape)}")
+            raise ValueError(
+                f"PSMNet takes (B, 6, H, W) (left and right RGB), got {tuple(x.shape)}"
+            )
         b, _, h, w = x.shape
         check_input(h, w, self.maxdisp, self.spp_pools)
         features = self.feature_extraction(torch.cat([x[:, :3], x[:, 3:]], 0))
@@ -243,4 +245,8 @@ class PSMNet(nn.Module):
         pred3 = soft_argmin(cost3, self.maxdisp, (h, w))
         if not self.training:
             return pred3
-        return soft_argmin(cost1, self.maxdisp, (h, w)), soft_argmin(cost2, self.maxdisp, (h, w)), pred3
+        return (
+            soft_argmin(cost1, self.maxdisp, (h, w)),
+            soft_argmin(cost2, self.maxdisp, (h, w)),
+            pred3,
+        )

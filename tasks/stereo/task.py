@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchmetrics
 from torch import nn
@@ -89,7 +90,12 @@ class StereoTask(Task):
             raise ConfigError(f"task.dataset={dataset!r}; choices: {DATASETS}")
         self.dataset, self.folders, self.init_weights = dataset, dict(folders or {}), init_weights
         self.cpu, self.smoke = dict(cpu or {}), dict(smoke or {})
-        spec = {"maxdisp": maxdisp, "width": width, "spp_pools": spp_pools, "input_size": input_size}
+        spec = {
+            "maxdisp": maxdisp,
+            "width": width,
+            "spp_pools": spp_pools,
+            "input_size": input_size,
+        }
         spec.update({"cpu": self.cpu, "smoke": self.smoke}.get(tier, {}).get("model") or {})
         self.maxdisp, self.width = int(spec["maxdisp"]), float(spec["width"])
         self.spp_pools = tuple(int(p) for p in spec["spp_pools"])
@@ -167,7 +173,11 @@ class StereoTask(Task):
             train, val, test = (
                 ArrayStereo(
                     render_set(
-                        sizes[k] if sizes[k] is not None else EMBEDDED_FULL[k], h, w, self.maxdisp, s + i
+                        sizes[k] if sizes[k] is not None else EMBEDDED_FULL[k],
+                        h,
+                        w,
+                        self.maxdisp,
+                        s + i,
                     )
                 )
                 for i, k in enumerate(("train", "val", "test"))
@@ -195,7 +205,9 @@ class StereoTask(Task):
             train, test = kitti2015_lists(data.get("root"))
             read, mode, crop = read_kitti_disparity, "bottom_right", KITTI_EVAL_CROP
         train, val = hold_out(train, float(data.get("val_fraction", 0.1)))
-        train, val, test = (cap(a, sizes[k]) for a, k in ((train, "train"), (val, "val"), (test, "test")))
+        train, val, test = (
+            cap(a, sizes[k]) for a, k in ((train, "train"), (val, "val"), (test, "test"))
+        )
         return (
             FileStereo(train, read, "random", self.input_size),
             FileStereo(val, read, mode, crop),
@@ -207,7 +219,5 @@ def cap(samples: list, n: int | None) -> list:
     """A seeded (seed 0) subset of ``n`` samples in their listed order (all when n is None)."""
     if n is None or n >= len(samples):
         return samples
-    import numpy as np
-
     keep = sorted(np.random.default_rng(0).permutation(len(samples))[:n].tolist())
     return [samples[i] for i in keep]
