@@ -4,6 +4,7 @@ and every method and control at the smoke tier on the embedded pairs."""
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -15,10 +16,18 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from PIL import Image
 
+from methods.magnitude import Magnitude
+from prunebench.bypass import Bypassed, make_bypass
 from prunebench.checkpoint import load
+from prunebench.compensation import patch_vectors
 from prunebench.errors import ConfigError
+from prunebench.masks import apply_masks
 from prunebench.measure import count_macs, count_params
+from prunebench.method import CompressContext
+from prunebench.module import make_optimizer
 from prunebench.pipeline import Pipeline
+from prunebench.slim import slim
+from tasks.base import OptimSpec
 from tasks.stereo.data import window
 from tasks.stereo.disk import kitti2015_lists, sceneflow_lists
 from tasks.stereo.embedded import motorcycle, render_pair
@@ -244,3 +253,69 @@ def test_every_method_on_embedded_stereo(tmp_path, baseline_cache, method):
     # the compressed checkpoint rebuilds the slimmed model with the MACs the run realised
     loaded = load(rec["checkpoint"])
     assert count_macs(loaded, torch.zeros(1, 6, 32, 64)).total == macs["realised"]
+
+
+def test_masked_equals_slimmed_on_psmnet():
+    task = _task(tier="smoke")
+    torch.manual_seed(0)
+    model = task.build_model().double().eval()
+    for mod in model.modules():  # non-trivial BN statistics, so a wrong channel would show
+        if isinstance(mod, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 6, 32, 64, dtype=torch.float64)
+    prunable, protected = task.prunable_layers(model), task.protected_layers(model)
+    ctx = CompressContext.build(model, x[:1], prunable, protected, 0.5, 0)
+    assert len(ctx.structure.groups) == len(prunable) == 38
+    plan = Magnitude("uniform").compress(ctx)
+    slimmed = slim(model, plan, x[:1], ctx.structure).eval()
+    reduction = 1 - count_macs(slimmed, x[:1]).total / count_macs(model, x[:1]).total
+    assert (
+        reduction == pytest.approx(ctx.mac_model.plan_reduction(plan))
+        and abs(reduction - 0.5) < 0.01
+    )
+    masked = apply_masks(copy.deepcopy(model), plan, ctx.structure).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(masked(x), slimmed(x), rtol=1e-9, atol=1e-9)
+    for name in protected:  # the cost-volume layout and the classifiers' outputs are untouched
+        torch.testing.assert_close(
+            slimmed.get_submodule(name).weight.shape[0], model.get_submodule(name).weight.shape[0]
+        )
+
+
+def test_conv3d_and_dilated_convs_get_same_size_bypasses():
+    x3, x2 = torch.randn(1, 4, 6, 8, 10), torch.randn(1, 4, 9, 9)
+    conv3 = torch.nn.Conv3d(4, 5, 3, stride=2, padding=1, bias=False)
+    dilated = torch.nn.Conv2d(4, 5, 3, padding=2, dilation=2, bias=False)
+    for conv, x in ((conv3, x3), (dilated, x2)):
+        for kind in ("conv1x1", "dwconv3x3"):
+            b = Bypassed(conv, kind)
+            assert b.kind == kind and b(x).shape == conv(x).shape
+    assert isinstance(Bypassed(conv3, "conv1x1").bypass, torch.nn.Conv3d)
+    with pytest.raises(ValueError, match=r"dilation·\(k-1\)/2 = \[2, 2\]"):
+        make_bypass(torch.nn.Conv2d(4, 5, 3, padding=1, dilation=2), "conv1x1")
+
+
+def test_conv3d_patch_vectors_reproduce_the_conv():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 7, 8)
+    for conv in (
+        torch.nn.Conv3d(3, 5, 3, stride=2, padding=1, bias=False),
+        torch.nn.Conv3d(3, 5, (3, 1, 3), stride=(1, 2, 1), padding=(2, 0, 2), dilation=2),
+    ):
+        y = conv(x) - (0 if conv.bias is None else conv.bias.view(1, -1, 1, 1, 1))
+        rows = patch_vectors(conv, x) @ conv.weight.reshape(5, -1).T  # (B·D'·H'·W', C_out)
+        torch.testing.assert_close(rows.reshape(2, *y.shape[2:], 5).movedim(-1, 1), y)
+
+
+def test_adam_recipe_builds_adam():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    opt = make_optimizer(
+        [{"params": params}], OptimSpec(lr=1e-3, optimizer="adam", betas=(0.8, 0.9))
+    )
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["betas"] == (0.8, 0.9)
+    assert isinstance(make_optimizer([{"params": params}], OptimSpec(lr=0.1)), torch.optim.SGD)
+    with pytest.raises(ConfigError, match="optimizer='rmsprop'; choices"):
+        make_optimizer([{"params": params}], OptimSpec(lr=0.1, optimizer="rmsprop"))
+    task = _task()
+    assert task.recipe["baseline"].optimizer == "adam" and task.recipe["baseline"].milestones == ()
