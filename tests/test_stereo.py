@@ -319,3 +319,29 @@ def test_adam_recipe_builds_adam():
         make_optimizer([{"params": params}], OptimSpec(lr=0.1, optimizer="rmsprop"))
     task = _task()
     assert task.recipe["baseline"].optimizer == "adam" and task.recipe["baseline"].milestones == ()
+
+
+def test_sceneflow_disk_datamodule_crops_and_pads(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, seq in (("TRAIN", "A/0000"), ("TRAIN", "B/0001"), ("TEST", "A/0002")):
+        for side in ("left", "right"):
+            folder = tmp_path / "frames_cleanpass" / split / seq / side
+            folder.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (40, 70, 3), dtype=np.uint8)).save(
+                folder / "1.png"
+            )
+        disp = tmp_path / "frames_disparity" / split / seq / "left"
+        disp.mkdir(parents=True)
+        _write_pfm(disp / "1.pfm", np.full((40, 70), 7.0), little=True)
+    for sub in ("monkaa_frames_cleanpass", "monkaa_disparity", "driving_frames_cleanpass"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "driving_disparity").mkdir()
+    task = _task(tier="smoke")
+    data = {"source": "disk", "root": str(tmp_path), "val_fraction": 0.5}
+    dm = task.datamodule(data, {"train": None, "val": None, "test": None}, seed=0)
+    x, d = dm.train_set[0]
+    assert x.shape == (6, 32, 64) and d.shape == (32, 64) and float(d.mean()) == 7.0  # random crop
+    x, d = dm.test_set[0]  # padded at the top and right to 48×80, padding without ground truth
+    assert x.shape == (6, 48, 80) and torch.isnan(d[:8]).all() and torch.isnan(d[:, 70:]).all()
+    assert float(d[8:, :70].mean()) == 7.0 and float(x[:, :8].abs().sum()) == 0.0
+    assert (len(dm.train_set), len(dm.val_set)) == (1, 1)

@@ -45,4 +45,4 @@ def read_kitti_disparity(path: str | Path) -> np.ndarray:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3)."""
-    return np.asarray(Image.open(path).convert("RGB"))
+    return np.array(Image.open(path).convert("RGB"))  # a writable copy
