@@ -23,7 +23,7 @@ KINDS = ("none", "conv1x1", "dwconv3x3")
 class Bypassed(nn.Module):
     """``conv(x) + bypass(x)``."""
 
-    def __init__(self, conv: nn.Conv2d, kind: str) -> None:
+    def __init__(self, conv: nn.Conv2d | nn.Conv3d, kind: str) -> None:
         super().__init__()
         self.conv, self.bypass = conv, make_bypass(conv, kind)
 
@@ -32,25 +32,29 @@ class Bypassed(nn.Module):
 
     @property
     def kind(self) -> str:
-        return "conv1x1" if isinstance(self.bypass, nn.Conv2d) else "dwconv3x3"
+        return "dwconv3x3" if isinstance(self.bypass, nn.Sequential) else "conv1x1"
 
 
-def make_bypass(conv: nn.Conv2d, kind: str) -> nn.Module:
-    """The branch for ``conv`` (initialised as torch initialises a conv)."""
-    if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
-        raise ValueError("a bypass is for a plain (groups=1) Conv2d")
-    if conv.padding_mode != "zeros" or conv.dilation != (1, 1):
-        raise ValueError("a bypass needs a zero-padded, undilated conv")
-    pad = [(k - 1) // 2 for k in conv.kernel_size]
+def make_bypass(conv: nn.Conv2d | nn.Conv3d, kind: str) -> nn.Module:
+    """The branch for ``conv`` (initialised as torch initialises a conv). A Conv3d gets the 3D
+    counterparts (1×1×1; depth-wise 3×3×3 then 1×1×1). A dilated conv qualifies when its
+    padding keeps the size, ``dilation·(k−1)/2``: the branch is undilated with padding 0 or 1,
+    so the outputs have the same size."""
+    if not isinstance(conv, nn.Conv2d | nn.Conv3d) or conv.groups != 1:
+        raise ValueError("a bypass is for a plain (groups=1) Conv2d or Conv3d")
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError("a bypass needs a conv with numeric zero padding")
+    pad = [d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation, strict=True)]
     if list(conv.padding) != pad:  # the branch matches "same"-style padding only
-        raise ValueError(f"a bypass needs padding (k-1)/2 = {pad}, not {conv.padding}")
+        raise ValueError(f"a bypass needs padding dilation·(k-1)/2 = {pad}, not {conv.padding}")
     c_in, c_out = conv.in_channels, conv.out_channels
+    conv_type = nn.Conv3d if isinstance(conv, nn.Conv3d) else nn.Conv2d
     if kind == "conv1x1":
-        return nn.Conv2d(c_in, c_out, 1, stride=conv.stride, bias=False)
+        return conv_type(c_in, c_out, 1, stride=conv.stride, bias=False)
     if kind == "dwconv3x3":
         return nn.Sequential(
-            nn.Conv2d(c_in, c_in, 3, stride=conv.stride, padding=1, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
+            conv_type(c_in, c_in, 3, stride=conv.stride, padding=1, groups=c_in, bias=False),
+            conv_type(c_in, c_out, 1, bias=False),
         )
     raise ValueError(f"bypass kind {kind!r}; choices: {KINDS}")
 

@@ -20,6 +20,7 @@ for a bias-free conv followed by a BatchNorm, into that BN's ``running_mean`` (s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from prunebench.errors import ConfigError
 
-LAYER_TYPES = (nn.Conv2d, nn.Linear)
+LAYER_TYPES = (nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass
@@ -63,8 +64,22 @@ def patch_vectors(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, module.in_features)
     if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
         raise ConfigError("compensation needs an ungrouped conv with numeric zero padding")
+    if isinstance(module, nn.Conv3d):
+        return _unfold3d(x, module)
     cols = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])  # unfold order = weight's C·kh·kw
+
+
+def _unfold3d(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
+    """F.unfold's 3D counterpart: (positions, C·kd·kh·kw) in the weight's flattening order."""
+    pd, ph, pw = conv.padding
+    x = F.pad(x, (pw, pw, ph, ph, pd, pd))
+    for dim, (k, s, d) in enumerate(zip(conv.kernel_size, conv.stride, conv.dilation, strict=True)):
+        span = d * (k - 1) + 1  # windows of the dilated extent, then every d-th element
+        x = x.unfold(2 + dim, span, s)[..., ::d]
+    # x: (B, C, D', H', W', kd, kh, kw) → (B·D'·H'·W', C·kd·kh·kw)
+    b, c = x.shape[:2]
+    return x.permute(0, 2, 3, 4, 1, 5, 6, 7).reshape(-1, c * math.prod(conv.kernel_size))
 
 
 def weight_matrix(module: nn.Module) -> torch.Tensor:
@@ -113,7 +128,7 @@ def collect_input_stats(
         for name in layers:
             module = model.get_submodule(name)
             if not isinstance(module, LAYER_TYPES):
-                raise ConfigError(f"{name}: compensation supports Conv2d and Linear layers")
+                raise ConfigError(f"{name}: compensation supports Conv2d, Conv3d and Linear layers")
             handles.append(module.register_forward_pre_hook(hook_for(name, module)))
         for batch in batches:
             x = batch[0] if isinstance(batch, list | tuple) else batch

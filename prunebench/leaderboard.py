@@ -18,6 +18,7 @@ from typing import Any
 from prunebench.claims import claims_for, macs_reduction
 from prunebench.errors import RecordError
 from prunebench.records import read_record
+from prunebench.report import metric_scale
 
 
 @dataclass
@@ -232,10 +233,11 @@ def render_markdown(
         out += ["Records skipped as malformed:", "", *[f"- {p}" for p in problems], ""]
     for (task, data, tier), rows in tables.items():
         metric = rows[0].metric
+        scale, unit = metric_scale(metric)
         out += [
             f"## {task} · data: {data} · tier: {tier}",
             "",
-            f"| method | target −MACs | achieved −MACs | {metric} (n) | Δ vs dense (pt) | MACs | params "
+            f"| method | target −MACs | achieved −MACs | {metric} (n) | Δ vs dense ({unit or 'abs'}) | MACs | params "
             "| speed-up | paper claim | flags |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -246,7 +248,8 @@ def render_markdown(
             removed = 100 * (1 - x["params"] / x["params_dense"])
             out.append(
                 f"| {row.label(rows)} | {target} | {100 * x['achieved']:.1f} % | "
-                f"{_pm(x['metric'], x['metric_std'])} ({row.n}) | {_pm(x['delta'], x['delta_std'])} | "
+                f"{_pm(x['metric'], x['metric_std'], scale)} ({row.n}) | "
+                f"{_pm(x['delta'], x['delta_std'], scale)} | "
                 f"{x['macs'] / 1e6:.2f} M | {x['params'] / 1e6:.3f} M (−{removed:.1f} %) | {speedup} | "
                 f"{_claim_cell(claims_for(claims, row.method, task, json.loads(row.hparams)), x['achieved'])} | "
                 f"{'; '.join(row.flags)} |"

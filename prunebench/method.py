@@ -86,8 +86,9 @@ class CompressContext:
         train: ``train(epochs, hooks, recipe)`` trains ``model`` in place under the core's loop
             (``recipe``: the task's ``"finetune"`` optimiser recipe by default, or ``"baseline"``).
         calib_loader: ``calib_loader(fraction)`` → a loader over part of the training split.
-        evaluate: ``evaluate(model)`` → the task's primary metric on the **validation** split
-            (eval mode, no grad; the model is left as it was). Never the test split.
+        evaluate: ``evaluate(model)`` → the task's primary metric on the **validation** split,
+            oriented so that higher is better (a lower-is-better metric, e.g. EPE, is negated;
+            eval mode, no grad; the model is left as it was). Never the test split.
         device: where a method may run its own no-grad passes (``"cuda"`` when the trainer
             uses a GPU, else ``"cpu"``); ``model`` itself stays on the CPU between stages.
     """

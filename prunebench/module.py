@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from prunebench.errors import ConfigError
 from prunebench.method import TrainingHooks
 from tasks.base import OptimSpec, Task
 
@@ -92,9 +93,7 @@ class PruneModule(pl.LightningModule):
         o = self.optim
         params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [{"params": params}, *self.hook_groups]
-        opt = torch.optim.SGD(
-            groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
-        )
+        opt = make_optimizer(groups, o)
         epochs = max(1, self.trainer.max_epochs or 1)
         milestones = sorted(
             {max(1, round(f * epochs)) for f in o.milestones if round(f * epochs) < epochs}
@@ -111,6 +110,20 @@ class PruneModule(pl.LightningModule):
         )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(groups: list[dict], o: OptimSpec) -> torch.optim.Optimizer:
+    """The optimiser ``o`` names, over ``groups`` (a group's own keys override ``o``'s)."""
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+        )
+    if o.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    raise ConfigError(f"recipe optimizer={o.optimizer!r}; choices: {OPTIMIZERS}")
 
 
 def warmup_then_steps(

@@ -127,10 +127,9 @@ class Pipeline:
         if split == "val":  # PruneModule logs val under the stage prefix
             out = trainer.validate(module, datamodule=self.dm, verbose=False)[0]
             return {f"val/{k.split('/')[-1]}": float(v) for k, v in out.items()}
-        return {
-            k: float(v)
-            for k, v in trainer.test(module, datamodule=self.dm, verbose=False)[0].items()
-        }
+        out = trainer.test(module, datamodule=self.dm, verbose=False)[0]
+        extra = self.task.extra_test_metrics(model, self.device)
+        return {k: float(v) for k, v in out.items()} | {f"test/{k}": v for k, v in extra.items()}
 
     @property
     def device(self) -> str:
@@ -156,6 +155,12 @@ class Pipeline:
             model.train(was_training).to(home)
         self.val_passes += 1
         return float(metric.compute())
+
+    def val_score(self, model: nn.Module) -> float:
+        """:meth:`val_metric` oriented so that higher is better (a lower-is-better metric such as
+        stereo EPE is negated): what ``CompressContext.evaluate`` gives methods."""
+        value = self.val_metric(model)
+        return value if self.task.higher_is_better else -value
 
     def _timed(self, stage: str, fn, *args):
         start = time.perf_counter()
@@ -204,7 +209,7 @@ class Pipeline:
             calib_loader=lambda fraction: self.usage["compress"].counted(
                 self.dm.calib_dataloader(fraction)
             ),
-            evaluate=self.val_metric,
+            evaluate=self.val_score,
             device=self.device,
             baseline_epochs=int(self.cfg["budget"]["baseline_epochs"]),
         )

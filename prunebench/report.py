@@ -43,13 +43,18 @@ def layer_rows(
     return rows
 
 
+FRACTION_METRICS = ("top1", "top5", "acc", "miou")
+
+
+def metric_scale(key: str) -> tuple[float, str]:
+    """(display scale, unit of a difference): fractions show as % with Δ in points; other
+    metrics (stereo EPE in px, …) as they are."""
+    return (100.0, "pt") if key.endswith(FRACTION_METRICS) else (1.0, "")
+
+
 def _fmt_metric(key: str, v: float | None) -> str:
     return (
-        "—"
-        if v is None
-        else f"{100 * v:.2f} %"
-        if key.endswith(("top1", "top5", "acc", "miou"))
-        else f"{v:.4f}"
+        "—" if v is None else f"{100 * v:.2f} %" if key.endswith(FRACTION_METRICS) else f"{v:.4f}"
     )
 
 
@@ -64,7 +69,9 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
     base = record["baseline"]["test"].get(key)
     comp = record["test"].get(key)
     macs, params, lat = record["macs"], record["params"], record["latency"]
-    delta = "" if base is None or comp is None else f"  (Δ {100 * (comp - base):+.2f} pt)"
+    scale, unit = metric_scale(key)
+    unit = f" {unit}" if unit else ""
+    delta = "" if base is None or comp is None else f"  (Δ {scale * (comp - base):+.2f}{unit})"
     lines = [
         f"prunebench · {record['task']} × {record['method']} · seed {record['seed']} · "
         f"budget {record['budget']} · data {record['data_source']}",

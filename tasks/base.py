@@ -20,6 +20,9 @@ class OptimSpec:
     """One stage's optimiser recipe. Milestones are fractions of the stage's epochs, so tiers
     that shrink the epochs keep the schedule's shape.
 
+    ``optimizer`` is ``sgd`` (``momentum``, ``nesterov`` apply) or ``adam`` (``betas`` apply);
+    ``weight_decay`` is the optimiser's own (L2 added to the gradient) in both.
+
     ``warmup_epochs`` > 0 trains at ``lr * warmup_factor`` for that many epochs (rounded to whole
     steps) before the step schedule starts: He et al. (2016, §4.2) warm ResNet-110 up at 0.01 for
     about 400 iterations (~1 epoch) because 0.1 is "slightly too large to start converging".
@@ -34,6 +37,8 @@ class OptimSpec:
     batch_size: int = 128
     warmup_epochs: float = 0.0
     warmup_factor: float = 0.1
+    optimizer: str = "sgd"  # "sgd" (momentum, nesterov) or "adam" (betas; PSMNet's recipe)
+    betas: tuple[float, float] = (0.9, 0.999)
 
 
 class Task(ABC):
@@ -93,6 +98,12 @@ class Task(ABC):
         """Load the task's configured pretrained weights into ``model`` and return where they came
         from, or return None when the task trains its own baseline (the default)."""
         return None
+
+    def extra_test_metrics(self, model: nn.Module, device: str = "cpu") -> dict[str, float]:
+        """Metrics on evaluation data outside the test split (e.g. stereo's real motorcycle
+        pair), keyed without the split (``motorcycle/epe``); the record adds them under
+        ``test/``. None by default."""
+        return {}
 
     def split_batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(input, target) of a batch."""

@@ -1,0 +1,3 @@
+from tasks.stereo.task import StereoTask
+
+__all__ = ["StereoTask"]
