@@ -1,0 +1,52 @@
+"""Which process of a Lightning DDP run this is, and the few collectives the pipeline needs.
+
+Under ``trainer=ddp`` every rank runs ``run.py``'s whole ``main``: Lightning's launcher starts
+the other ranks at the first ``Trainer`` call, as fresh ``python run.py …`` processes (or Slurm
+starts them), and they replay the stages before it deterministically. What the pipeline does
+outside the Trainer therefore runs on every rank; only rank 0 may write (baseline cache, record,
+checkpoint, W&B). The process group Lightning created is used as is, once it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch.distributed as dist
+
+
+def initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's global rank: the process group's once Lightning has made one, else what
+    the launcher put in the environment (Lightning's ``LOCAL_RANK``/``NODE_RANK``, torchrun's
+    ``RANK``, Slurm's ``SLURM_PROCID`` in a multi-task job), else 0."""
+    if initialized():
+        return dist.get_rank()
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+
+
+def is_rank_zero() -> bool:
+    """True in the one process that writes (the only one when not distributed)."""
+    return rank() == 0
+
+
+def gather(obj: Any) -> list[Any]:
+    """``obj`` from every rank, in rank order (``[obj]`` when not distributed)."""
+    if not initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if initialized():
+        dist.barrier()
