@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def initialized() -> bool:
@@ -50,3 +52,19 @@ def barrier() -> None:
     """Wait for every rank (no-op when not distributed)."""
     if initialized():
         dist.barrier()
+
+
+def broadcast_state(model: nn.Module) -> None:
+    """Give every rank rank 0's weights and buffers, in place (no-op when not distributed).
+
+    DDP keeps parameters equal, but each rank's last forward pass updates its own BatchNorm
+    statistics (without ``sync_batchnorm``); after a stage, rank 0's model is the one it caches
+    and records, so every rank continues from exactly that one."""
+    if not initialized():
+        return
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    for tensor in model.state_dict().values():
+        moved = tensor.to(device) if device is not None else tensor
+        dist.broadcast(moved, src=0)
+        if moved is not tensor:
+            tensor.copy_(moved)

@@ -52,6 +52,9 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    # DDP: torchmetrics already reduce across ranks; the evaluation splits divide evenly
+    warnings.filterwarnings("ignore", ".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", ".*Using `DistributedSampler` with the dataloaders.*")
 
 
 def _instantiate(group: str, cfg: dict[str, Any]) -> Any:
@@ -152,6 +155,7 @@ class Pipeline:
             **self.cfg["trainer"],
         )
         trainer.fit(module, datamodule=self.dm, ckpt_path=ckpt_path)
+        distributed.broadcast_state(model)
         if saver:
             distributed.barrier()
             if self.rank_zero:
