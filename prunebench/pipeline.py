@@ -143,7 +143,7 @@ class Pipeline:
             saver = StageCheckpoint(self.cfg["paths"]["runs_dir"], resume_key, stage)
         ckpt_path = saver.ckpt_path if saver else None
         if ckpt_path:
-            print(f"resuming the {stage} stage from {ckpt_path}")
+            print(f"resuming the {stage} stage at epoch {saver.next_epoch} from {ckpt_path}")
         trainer = pl.Trainer(
             max_epochs=epochs,
             logger=self.tracker.lightning_logger(),

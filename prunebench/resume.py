@@ -21,6 +21,7 @@ import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 KILL_ENV = "PRUNEBENCH_KILL_AT"
@@ -42,18 +43,32 @@ class StageCheckpoint:
     def __init__(self, runs_dir: str | Path, key: str, stage: str) -> None:
         self.stage = stage
         self.dir = Path(runs_dir) / "resume" / key / stage
+        self.next_epoch = 0  # where a resumed stage goes on (set by ckpt_path)
 
     @property
     def ckpt_path(self) -> str | None:
-        """The checkpoint to resume from, if a killed run left one."""
+        """The checkpoint to resume from, if a killed run left a readable one (one cut short
+        by the kill is dropped: the stage starts again)."""
         path = self.dir / LAST
-        return str(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=False)  # our own file
+            self.next_epoch = int(blob["epoch"]) + 1
+        except Exception as exc:  # noqa: BLE001 — any unreadable checkpoint is dropped
+            print(f"warning: {path} is unreadable ({type(exc).__name__}); starting the stage again")
+            self.clear()
+            return None
+        return str(path)
 
     def callbacks(self) -> list[pl.Callback]:
+        # No monitor and top-1: the newest epoch, always under the same name.
         saver = ModelCheckpoint(
-            dirpath=self.dir, filename="epoch{epoch}", save_last=True, save_top_k=0
+            dirpath=self.dir,
+            filename=LAST.removesuffix(".ckpt"),
+            save_top_k=1,
+            enable_version_counter=False,
         )
-        saver.CHECKPOINT_NAME_LAST = LAST.removesuffix(".ckpt")
         kill = os.environ.get(KILL_ENV, "")
         if kill.partition(":")[0] == self.stage:
             return [_KillAt(int(kill.partition(":")[2])), saver]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,8 @@ TINY = (
 )
 
 
-def command(tmp_path: Path, *args: str) -> list[str]:
+def command(tmp_path: Path, *args: str, results: str = "results") -> list[str]:
+    """``run.py`` writing to ``tmp_path/<results>`` and ``tmp_path/runs``."""
     multirun = [a for a in args if a == "-m"]
     rest = [a for a in args if a != "-m"]
     return [
@@ -28,7 +28,7 @@ def command(tmp_path: Path, *args: str) -> list[str]:
         "run.py",
         *multirun,
         *TINY,
-        f"paths.results_dir={tmp_path / 'results'}",
+        f"paths.results_dir={tmp_path / results}",
         f"paths.runs_dir={tmp_path / 'runs'}",
         *rest,
     ]
@@ -38,9 +38,11 @@ def env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **extra}
 
 
-def run_py(tmp_path: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+def run_py(
+    tmp_path: Path, *args: str, results: str = "results", **extra_env: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command(tmp_path, *args),
+        command(tmp_path, *args, results=results),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -60,10 +62,12 @@ def start_py(tmp_path: Path, *args: str, **extra_env: str) -> subprocess.Popen:
     )
 
 
-def records(tmp_path: Path) -> dict[str, dict]:
-    """Every record under ``tmp_path/results``, by method (each must parse)."""
+def records(tmp_path: Path, results: str = "results") -> dict[str, dict]:
+    """Every record under ``tmp_path/<results>``, by method (each must be valid)."""
+    from prunebench.records import read_record
+
     out = {}
-    for path in (tmp_path / "results").rglob("*.json"):
-        rec = json.loads(path.read_text())
+    for path in (tmp_path / results).rglob("*.json"):
+        rec = read_record(path)
         out[rec["method"]] = rec
     return out
