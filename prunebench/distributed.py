@@ -23,15 +23,18 @@ def initialized() -> bool:
 
 def rank() -> int:
     """This process's global rank: the process group's once Lightning has made one, else what
-    the launcher put in the environment (Lightning's ``LOCAL_RANK``/``NODE_RANK``, torchrun's
-    ``RANK``, Slurm's ``SLURM_PROCID`` in a multi-task job), else 0."""
+    the launcher put in the environment (torchrun's ``RANK``, Slurm's ``SLURM_PROCID`` in a
+    multi-task job, Lightning's ``LOCAL_RANK``/``NODE_RANK``), else 0. From the last pair
+    alone the global rank is unknown (it needs the devices per node): it is 0 exactly for
+    local rank 0 on node 0, and some positive number otherwise."""
     if initialized():
         return dist.get_rank()
     if "RANK" in os.environ:
         return int(os.environ["RANK"])
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
         return int(os.environ["SLURM_PROCID"])
-    return int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+    local, node = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("NODE_RANK", 0))
+    return 0 if local == node == 0 else max(1, local)
 
 
 def is_rank_zero() -> bool:
@@ -62,7 +65,9 @@ def broadcast_state(model: nn.Module) -> None:
     and records, so every rank continues from exactly that one."""
     if not initialized():
         return
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    )
     for tensor in model.state_dict().values():
         moved = tensor.to(device) if device is not None else tensor
         dist.broadcast(moved, src=0)

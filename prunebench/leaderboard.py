@@ -213,7 +213,14 @@ def failed_runs(
             and not (tier and r["budget"] != tier)
             and not (data and r["data_source"] != data)
         ),
-        key=lambda r: (r["task"], r["data_source"], r["budget"], r["method"], r["seed"], r["point_id"]),
+        key=lambda r: (
+            r["task"],
+            r["data_source"],
+            r["budget"],
+            r["method"],
+            r["seed"],
+            r["point_id"],
+        ),
     )
 
 

@@ -477,7 +477,10 @@ class Pipeline:
             "method_notes": self.method.notes(),
             "checkpoint": str(checkpoint),
             "weights_sha256": ranks[0],
-            **({"distributed": {"world_size": len(ranks), "weights_sha256": ranks}}
-               if len(ranks) > 1 else {}),
+            **(
+                {"distributed": {"world_size": len(ranks), "weights_sha256": ranks}}
+                if len(ranks) > 1
+                else {}
+            ),
             "wandb": self.tracker.finish(summary),
         }

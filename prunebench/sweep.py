@@ -55,7 +55,11 @@ def summarise(sweep_dir: str | Path) -> dict[str, Any]:
         counts[out["outcome"]] += 1
         if out["outcome"] == "failed":
             failed.append(f"{out['point_id']}: {out['note']}")
-    return {"jobs": len(jobs), **{k: counts[k] for k in (*OUTCOMES, "unfinished")}, "failed_points": failed}
+    return {
+        "jobs": len(jobs),
+        **{k: counts[k] for k in (*OUTCOMES, "unfinished")},
+        "failed_points": failed,
+    }
 
 
 class SweepSummary(Callback):

@@ -136,7 +136,7 @@ CLI_CASES = [  # (overrides, words in the one error line, exit status)
 def test_bad_input_through_the_cli(tmp_path, files):
     """Real ``python run.py`` processes (started together: their imports dominate)."""
     procs = []
-    for k, (overrides, words, status) in enumerate(CLI_CASES):
+    for k, (overrides, _, _) in enumerate(CLI_CASES):
         cmd = [
             sys.executable,
             "run.py",
@@ -147,9 +147,11 @@ def test_bad_input_through_the_cli(tmp_path, files):
             *_fill(overrides, files),
         ]
         procs.append(
-            subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         )
-    for k, ((overrides, words, status), proc) in enumerate(zip(CLI_CASES, procs)):
+    for k, ((overrides, words, status), proc) in enumerate(zip(CLI_CASES, procs, strict=True)):
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == status, (overrides, stderr[-2000:])
         errors = [ln for ln in stderr.splitlines() if ln.startswith(("error:", "Could not"))]

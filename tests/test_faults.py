@@ -86,8 +86,10 @@ def test_diverging_run_leaves_a_failed_record_and_the_sweep_goes_on(tmp_path):
     (good,) = [r for r in recs if r["status"] == "ok"]
     assert bad["config"]["task"]["recipe"]["finetune"]["lr"] == 1e30
     assert bad["failure"]["stage"] == "finetune" and bad["failure"]["epoch"] == 0
-    assert re.match(r"finetune stage, epoch 0: TrainingDiverged: finetune loss became (nan|inf)",
-                    bad["failure_reason"]), bad["failure_reason"]
+    assert re.match(
+        r"finetune stage, epoch 0: TrainingDiverged: finetune loss became (nan|inf)",
+        bad["failure_reason"],
+    ), bad["failure_reason"]
     md = render_markdown(
         aggregate(recs), load_claims(ROOT / "results" / "claims.yaml"), [], failed_runs(recs)
     )

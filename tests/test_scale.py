@@ -54,9 +54,7 @@ def test_submitit_local_sweep_then_rerun_skips_every_point(tmp_path):
     again = run_py(tmp_path, "-m", "method=dense,random")  # the basic launcher this time
     assert again.returncode == 0, again.stderr[-3000:]
     assert "sweep: 2 points — 0 ran, 2 skipped" in again.stdout
-    assert {r["run_id"] for r in records(tmp_path).values()} == {
-        r["run_id"] for r in recs.values()
-    }
+    assert {r["run_id"] for r in records(tmp_path).values()} == {r["run_id"] for r in recs.values()}
 
 
 def test_force_reruns_and_overwrite_is_its_alias(cfg_factory, capsys):
