@@ -55,8 +55,9 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
 
 def test_two_sweeps_on_one_results_dir_lose_nothing(tmp_path):
     """Opposite orders, so both start at once on different points needing the same baseline."""
-    one = start_py(tmp_path, "-m", "method=dense,random")
-    two = start_py(tmp_path, "-m", "method=random,dense")
+    # own sweep folders: two sweeps started in the same second would share the default one
+    one = start_py(tmp_path, "-m", "method=dense,random", f"hydra.sweep.dir={tmp_path / 's1'}")
+    two = start_py(tmp_path, "-m", "method=random,dense", f"hydra.sweep.dir={tmp_path / 's2'}")
     outs = [p.communicate(timeout=600) for p in (one, two)]
     assert one.returncode == two.returncode == 0, [o[1][-2000:] for o in outs]
     recs = records(tmp_path)
