@@ -97,3 +97,25 @@ def test_diverging_run_leaves_a_failed_record_and_the_sweep_goes_on(tmp_path):
     tables, failures = md.split("## Failed runs")
     assert bad["point_id"] in failures and bad["point_id"] not in tables
     assert "| magnitude |" in tables and good["point_id"] not in failures
+
+
+def test_a_cut_cache_file_is_rebuilt_and_a_cut_record_is_rerun(cfg_factory, capsys):
+    """What a non-atomic writer killed mid-write would leave: the first half of each file."""
+    from pathlib import Path
+
+    from prunebench.pipeline import Pipeline
+    from prunebench.records import read_record
+
+    first = Pipeline(cfg_factory("method=dense")).run()
+    cache = Path(first["config"]["paths"]["cache_dir"]) / "baselines"
+    (blob,) = cache.glob("*.pt")
+    (record,) = Path(first["config"]["paths"]["results_dir"]).rglob("*.json")
+    for path in (blob, record):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    again = Pipeline(cfg_factory("method=dense")).run()
+    out = capsys.readouterr().out
+    assert "is corrupt" in out and "running the point again" in out
+    assert again["baseline"]["source"] == "trained" and again["run_id"] != first["run_id"]
+    assert again["test"] == first["test"]  # rebuilt deterministically
+    assert read_record(record)["run_id"] == again["run_id"]
+    torch.load(blob, weights_only=True)  # whole again
