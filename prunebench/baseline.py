@@ -1,6 +1,8 @@
 """The dense baseline, cached on disk by a hash of exactly what determines it, so every method
 in a sweep starts from the same weights. A cache file that cannot be read is rebuilt (and the
-run says so); writes are atomic, so a killed run never leaves half a file behind."""
+run says so); writes are atomic, so a killed run never leaves half a file behind. Reading and
+building hold a file lock, so two processes sharing a cache train a baseline once: the second
+waits, then reads what the first wrote."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench.records import write_atomic
+from prunebench.records import file_lock, write_atomic
 
 log = logging.getLogger("prunebench")
 CACHE_FORMAT = 1
@@ -49,17 +51,27 @@ def load_or_train(
     cache_dir: str | Path,
     key: str,
     train: Callable[[nn.Module], dict[str, float]],
+    writer: bool = True,
 ) -> dict[str, Any]:
     """Load the cached baseline ``key`` into ``model``, or train it with ``train`` and cache it.
 
     Args:
         model: a freshly built dense model; receives the baseline weights in place.
         train: trains ``model`` in place and returns its metrics (``val/…``, ``test/…``).
+        writer: whether this process writes the cache and takes the lock (False on DDP ranks
+            other than 0: rank 0 holds the lock while every rank trains together, and writes).
 
     Returns:
         ``{"hash", "source": "cache"|"trained", "path", "metrics"}``.
     """
     path = Path(cache_dir) / "baselines" / f"{key}.pt"
+    if not writer:
+        return _load_or_train(model, path, key, train, writer)
+    with file_lock(path):
+        return _load_or_train(model, path, key, train, writer)
+
+
+def _load_or_train(model, path: Path, key: str, train, writer: bool) -> dict[str, Any]:
     if path.exists():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -78,7 +90,9 @@ def load_or_train(
                 f"warning: cached baseline {path} is corrupt ({type(exc).__name__}); rebuilding it"
             )
     metrics = train(model)
-    buf = io.BytesIO()
-    torch.save({"format": CACHE_FORMAT, "state_dict": model.state_dict(), "metrics": metrics}, buf)
-    write_atomic(path, buf.getvalue())
+    if writer:
+        buf = io.BytesIO()
+        blob = {"format": CACHE_FORMAT, "state_dict": model.state_dict(), "metrics": metrics}
+        torch.save(blob, buf)
+        write_atomic(path, buf.getvalue())
     return {"hash": key, "source": "trained", "path": str(path), "metrics": metrics}

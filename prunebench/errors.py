@@ -15,3 +15,15 @@ class DataError(PrunebenchError):
 
 class RecordError(PrunebenchError):
     """A run record does not match the schema."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite. Not an input error: the run stops with a
+    ``failed`` record naming the stage, epoch and step (``run.py`` exits with status 3)."""
+
+    def __init__(self, stage: str, epoch: int, step: int, loss: float) -> None:
+        self.stage, self.epoch, self.step, self.loss = stage, epoch, step, loss
+        super().__init__(
+            f"{stage} loss became {loss} at epoch {epoch}, step {step} "
+            "(diverged: lower the learning rate?)"
+        )

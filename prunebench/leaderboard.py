@@ -198,6 +198,33 @@ def aggregate(
     return dict(sorted(tables.items()))
 
 
+def failed_runs(
+    records: list[dict[str, Any]],
+    task: str | None = None,
+    tier: str | None = None,
+    data: str | None = None,
+) -> list[dict[str, Any]]:
+    """The ``failed`` records (never pooled into a row), in a stable order."""
+    return sorted(
+        (
+            r
+            for r in records
+            if r["status"] == "failed"
+            and not (task and r["task"] != task)
+            and not (tier and r["budget"] != tier)
+            and not (data and r["data_source"] != data)
+        ),
+        key=lambda r: (
+            r["task"],
+            r["data_source"],
+            r["budget"],
+            r["method"],
+            r["seed"],
+            r["point_id"],
+        ),
+    )
+
+
 def _pm(mean: float, std: float | None, scale: float = 100, digits: int = 2) -> str:
     s = "—" if std is None else f"{scale * std:.{digits}f}"
     return f"{scale * mean:.{digits}f} ± {s}"
@@ -215,9 +242,13 @@ def _claim_cell(claims: list[dict[str, Any]], achieved: float) -> str:
 
 
 def render_markdown(
-    tables: dict[tuple[str, str, str], list[Row]], claims: dict[str, Any], problems: list[str]
+    tables: dict[tuple[str, str, str], list[Row]],
+    claims: dict[str, Any],
+    problems: list[str],
+    failed: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The whole ``LEADERBOARD.md`` text (same input → byte-identical output)."""
+    """The whole ``LEADERBOARD.md`` text (same input → byte-identical output); ``failed``
+    records are listed apart, at the end, with the stage and reason."""
     out = [
         "# prunebench leaderboard",
         "",
@@ -267,4 +298,20 @@ def render_markdown(
         out.append("")
     if not tables:
         out += ["No records matched.", ""]
+    if failed:
+        out += [
+            "## Failed runs",
+            "",
+            "Not in any table above; rerunning the point replaces the record.",
+            "",
+            "| task | data | tier | method | seed | point | reason |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in failed:
+            reason = (r["failure_reason"] or "").replace("|", "\\|").replace("\n", " ")
+            out.append(
+                f"| {r['task']} | {r['data_source']} | {r['budget']} | {r['method']} | "
+                f"{r['seed']} | {r['point_id']} | {reason} |"
+            )
+        out.append("")
     return "\n".join(out)

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from prunebench.errors import ConfigError
+from prunebench.errors import TrainingDiverged
 from prunebench.method import TrainingHooks
+from prunebench.sampling import epoch_seed
 from tasks.base import OptimSpec, Task
 
 
@@ -23,6 +25,9 @@ class PruneModule(pl.LightningModule):
         optim: this stage's optimiser recipe.
         stage: ``baseline``, ``compress`` or ``finetune`` — a prefix for logged curves.
         hooks: a method's training-time hooks (None: plain training).
+        seed: reseeds torch's global generator (data augmentation) at every epoch from (seed,
+            epoch, rank), so a run resumed at epoch k augments as an uninterrupted one does;
+            None leaves it alone.
     """
 
     def __init__(
@@ -32,9 +37,11 @@ class PruneModule(pl.LightningModule):
         optim: OptimSpec,
         stage: str,
         hooks: TrainingHooks | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.model, self.task, self.optim, self.stage = model, task, optim, stage
+        self.seed = seed
         self.hooks = hooks or TrainingHooks()
         self.hook_groups = self.hooks.param_groups()
         # registered, so they move with the module (same Parameter objects as the hooks hold)
@@ -46,6 +53,8 @@ class PruneModule(pl.LightningModule):
         return self.model(x)
 
     def on_train_epoch_start(self) -> None:
+        if self.seed is not None:
+            torch.manual_seed(epoch_seed(self.seed, self.current_epoch, self.global_rank))
         self.hooks.epoch_start(self.model, self.current_epoch)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -58,6 +67,8 @@ class PruneModule(pl.LightningModule):
         if extra is not None:
             self.log(f"{self.stage}/train/extra_loss", extra)
             loss = loss + extra
+        if not torch.isfinite(loss.detach()):
+            raise TrainingDiverged(self.stage, self.current_epoch, self.global_step, loss.item())
         self.log(f"{self.stage}/train/loss", loss, prog_bar=True)
         return loss
 
@@ -161,3 +172,10 @@ class KeepBest(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: PruneModule) -> None:
         if self.state is not None:
             pl_module.model.load_state_dict(self.state)
+
+    # Saved in Lightning's checkpoints, so a resumed stage still ends with the best epoch.
+    def state_dict(self) -> dict:
+        return {"best": self.best, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.state = state_dict["best"], state_dict["state"]

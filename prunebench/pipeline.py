@@ -19,28 +19,32 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from prunebench import report
+from prunebench import distributed, report
 from prunebench.baseline import baseline_key, load_or_train
 from prunebench.checkpoint import save_compressed
-from prunebench.errors import ConfigError
+from prunebench.errors import ConfigError, PrunebenchError, RecordError, TrainingDiverged
 from prunebench.masks import remove_masks
 from prunebench.measure import count_macs, count_params, measure_latency_paired
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
 from prunebench.provenance import git_commit
-from prunebench.records import SCHEMA_VERSION, read_record, write_record
+from prunebench.records import SCHEMA_VERSION, file_lock, read_record, write_record
+from prunebench.resume import StageCheckpoint
 from prunebench.slim import slim
 from prunebench.structure import MacModel
 from prunebench.target import validate_target
 from prunebench.tracking import Tracker
 from prunebench.usage import TrainUsage
+from prunebench.validate import check_writable, validate_config, weights_sha256
 from tasks.base import Task
 
-VOLATILE_KEYS = ("paths", "logger", "overwrite")  # do not change a run's numbers
+VOLATILE_KEYS = ("paths", "logger", "overwrite", "force")  # do not change a run's numbers
+RESUMABLE_STAGES = ("baseline", "finetune")  # no method state outside Lightning's checkpoint
 
 
 def _quiet_lightning() -> None:
@@ -48,6 +52,24 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    # DDP: torchmetrics already reduce across ranks; the evaluation splits divide evenly
+    warnings.filterwarnings("ignore", ".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", ".*Using `DistributedSampler` with the dataloaders.*")
+
+
+def _instantiate(group: str, cfg: dict[str, Any]) -> Any:
+    """Build a task or method from its config; a bad value is one ConfigError naming it."""
+    try:
+        return instantiate(cfg, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, PrunebenchError):
+            raise cause from None
+        target = cfg.get("_target_")
+        fields = ", ".join(k for k in cfg if k != "_target_")
+        raise ConfigError(
+            f"{group}: {target} refused its config ({cause or exc}); its keys: {fields}"
+        ) from None
 
 
 def point_id(cfg: dict[str, Any]) -> str:
@@ -67,13 +89,16 @@ class Pipeline:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        validate_config(self.cfg)
         validate_target(self.cfg["target"]["macs_reduction"])
         self.seed = int(self.cfg["seed"])
-        self.task: Task = instantiate(cfg.task, _convert_="all")
+        self.task: Task = _instantiate("task", self.cfg["task"])
         method_cfg = {k: v for k, v in self.cfg["method"].items() if k != "name"}
-        self.method: Method = instantiate(method_cfg, _convert_="all")
+        self.method: Method = _instantiate("method", method_cfg)
         if self.method.start not in ("baseline", "scratch"):
             raise ConfigError(f"method start={self.method.start!r}; choices: baseline, scratch")
+        if self.task.pretrained_path() is not None:  # a bad file fails now, not after the data
+            self.task.load_pretrained(self.task.build_model())
         self.point_id = point_id(self.cfg)
         self.record_path = (
             Path(self.cfg["paths"]["results_dir"])
@@ -85,6 +110,8 @@ class Pipeline:
         self._val_batches: list | None = None
         self.usage: dict[str, TrainUsage] = {}
         self.val_passes = 0  # validation-split passes the compress stage made (model selection)
+        self.stage = "setup"  # the stage running now (a failed record names it)
+        self.rank_zero = distributed.is_rank_zero()  # the one process that writes (DDP)
 
     # -- training under the core's loop -------------------------------------------------------
     def fit(
@@ -94,27 +121,45 @@ class Pipeline:
         epochs: int,
         recipe: str,
         hooks: TrainingHooks | None = None,
+        resume_key: str | None = None,
     ) -> None:
-        """Train ``model`` in place for ``epochs``; keep the best validation epoch's weights."""
+        """Train ``model`` in place for ``epochs``; keep the best validation epoch's weights.
+
+        With ``resume_key`` (a stage in ``RESUMABLE_STAGES``), every epoch ends with a Lightning
+        checkpoint under ``runs/resume/<resume_key>/<stage>/`` and a rerun after a kill resumes
+        from it (``prunebench.resume``)."""
         if epochs <= 0:
             return
         if stage in self.usage:
             self.usage[stage].add_passes(epochs)
         pl.seed_everything(self.seed + sum(map(ord, stage)), workers=True, verbose=False)
-        module = PruneModule(model, self.task, self.task.recipe[recipe], stage, hooks)
+        module = PruneModule(
+            model, self.task, self.task.recipe[recipe], stage, hooks, seed=self.seed
+        )
         best = KeepBest(f"{stage}/val/{self.task.metric}", self.task.higher_is_better)
         keep_best = hooks is None or hooks.keep_best_epoch
+        saver = None
+        if resume_key is not None and hooks is None and stage in RESUMABLE_STAGES:
+            saver = StageCheckpoint(self.cfg["paths"]["runs_dir"], resume_key, stage)
+        ckpt_path = saver.ckpt_path if saver else None
+        if ckpt_path:
+            print(f"resuming the {stage} stage at epoch {saver.next_epoch} from {ckpt_path}")
         trainer = pl.Trainer(
             max_epochs=epochs,
             logger=self.tracker.lightning_logger(),
-            callbacks=[best] if keep_best else [],
-            enable_checkpointing=False,
+            callbacks=([best] if keep_best else []) + (saver.callbacks() if saver else []),
+            enable_checkpointing=saver is not None,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             default_root_dir=self.cfg["paths"]["runs_dir"],
             **self.cfg["trainer"],
         )
-        trainer.fit(module, datamodule=self.dm)
+        trainer.fit(module, datamodule=self.dm, ckpt_path=ckpt_path)
+        distributed.broadcast_state(model)
+        if saver:
+            distributed.barrier()
+            if self.rank_zero:
+                saver.clear()
 
     def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, float]:
         module = PruneModule(model, self.task, self.task.recipe["baseline"], "eval")
@@ -163,6 +208,7 @@ class Pipeline:
         return value if self.task.higher_is_better else -value
 
     def _timed(self, stage: str, fn, *args):
+        self.stage = stage
         start = time.perf_counter()
         out = fn(*args)
         self.stage_seconds[stage] = round(time.perf_counter() - start, 3)
@@ -176,10 +222,17 @@ class Pipeline:
         def train(m: nn.Module) -> dict[str, float]:
             # A pretrained file replaces training: the baseline stage only evaluates it.
             if self.task.load_pretrained(m) is None:
-                self.fit(m, "baseline", int(self.cfg["budget"]["baseline_epochs"]), "baseline")
+                epochs = int(self.cfg["budget"]["baseline_epochs"])
+                self.fit(m, "baseline", epochs, "baseline", resume_key=baseline_key(self.cfg))
             return {**self.evaluate(m, "val"), **self.evaluate(m, "test")}
 
-        info = load_or_train(model, self.cfg["paths"]["cache_dir"], baseline_key(self.cfg), train)
+        info = load_or_train(
+            model,
+            self.cfg["paths"]["cache_dir"],
+            baseline_key(self.cfg),
+            train,
+            writer=self.rank_zero,
+        )
         pretrained = self.task.pretrained_path()
         if pretrained is not None:
             info = {**info, "pretrained": str(pretrained)}
@@ -217,41 +270,72 @@ class Pipeline:
         return model, slim(model, plan, example, ctx.structure), plan, ctx.mac_model
 
     def run(self) -> dict[str, Any]:
-        """Run the stages and write the record; a point whose record is ``ok`` is not run again
-        unless ``overwrite=true``. A run that fails leaves a ``failed`` record saying why (never
-        in place of an ``ok`` one) and re-raises."""
-        previous = read_record(self.record_path) if self.record_path.exists() else None
-        if previous and previous["status"] == "ok" and not self.cfg.get("overwrite", False):
-            print(
-                f"record exists: {self.record_path} (pass overwrite=true to run this point again)"
-            )
-            report.print_summary(previous, self.record_path)
-            return previous
+        """Run the stages and write the record; a point whose valid record is ``ok`` is not run
+        again unless ``force=true`` (or its old name ``overwrite=true``). A run that fails leaves
+        a ``failed`` record naming the stage and reason (never in place of an ``ok`` one) and
+        re-raises; an input error (:class:`PrunebenchError`) writes nothing. One process at a
+        time runs a point (a file lock beside its record, held by DDP's rank 0)."""
+        if not self.rank_zero:  # Lightning started this rank: rank 0 decided to run the point
+            return self._run_unlocked(None)
+        check_writable(self.record_path.parent, "paths.results_dir")
+        check_writable(Path(self.cfg["paths"]["runs_dir"]), "paths.runs_dir")
+        with file_lock(self.record_path):
+            previous = self._previous()
+            force = self.cfg.get("force", False) or self.cfg.get("overwrite", False)
+            if previous and previous["status"] == "ok" and not force:
+                print(f"record exists: {self.record_path} (pass force=true to run it again)")
+                report.print_summary(previous, self.record_path)
+                self.outcome = "skipped"
+                return previous
+            return self._run_unlocked(previous)
+
+    def _previous(self) -> dict[str, Any] | None:
+        """This point's existing record, if it is valid (an invalid one is run again)."""
+        if not self.record_path.exists():
+            return None
+        try:
+            return read_record(self.record_path)
+        except RecordError as exc:
+            print(f"warning: {exc}; running the point again")
+            return None
+
+    def _run_unlocked(self, previous: dict[str, Any] | None) -> dict[str, Any]:
         _quiet_lightning()
         self.tracker = Tracker({"enabled": False}, self.point_id, self.cfg)
         try:
             record = self._stages()
+        except PrunebenchError:
+            self.tracker.finish({"status": "failed"})
+            raise  # the input is wrong, not the run: nothing is written
         except Exception as exc:
-            if not (previous and previous["status"] == "ok"):
+            self.outcome = "failed"
+            if self.rank_zero and not (previous and previous["status"] == "ok"):
                 write_record(self._failed(exc), self.record_path)
             self.tracker.finish({"status": "failed"})
             raise
-        write_record(record, self.record_path)
-        report.print_summary(record, self.record_path)
+        self.outcome = "ran"
+        if self.rank_zero:
+            write_record(record, self.record_path)
+            report.print_summary(record, self.record_path)
         return record
 
     def _stages(self) -> dict[str, Any]:
         self.dm = self.task.datamodule(self.cfg["data"], self.cfg["budget"]["data"], self.seed)
-        self.tracker = Tracker(self.cfg["logger"], self.point_id, self.cfg)
+        logger = self.cfg["logger"] if self.rank_zero else {"enabled": False}
+        self.tracker = Tracker(logger, self.point_id, self.cfg)
         split = len(self.dm.train_dataloader().dataset)
         self.usage = {"compress": TrainUsage(split), "finetune": TrainUsage(split)}
         baseline, info = self._timed("baseline", self._baseline)
         _, compressed, plan, mac_model = self._timed("compress", self._compress, baseline)
         if self.finetune_epochs:
             self._timed(
-                "finetune", self.fit, compressed, "finetune", self.finetune_epochs, "finetune"
+                "finetune",
+                lambda: self.fit(
+                    compressed, "finetune", self.finetune_epochs, "finetune", None, self.point_id
+                ),
             )
         test = self._timed("evaluate", self.evaluate, compressed, "test")
+        self.stage = "record"
         return self._record(baseline, compressed, plan, mac_model, info, test)
 
     @property
@@ -286,10 +370,17 @@ class Pipeline:
         }
 
     def _failed(self, exc: BaseException) -> dict[str, Any]:
+        failure = {"stage": self.stage, "reason": f"{type(exc).__name__}: {exc}"}
+        if isinstance(exc, TrainingDiverged):
+            failure.update(stage=exc.stage, epoch=exc.epoch, step=exc.step)
+        where = f"{failure['stage']} stage" + (
+            f", epoch {failure['epoch']}" if "epoch" in failure else ""
+        )
         return {
             **self._identity(),
             "status": "failed",
-            "failure_reason": f"{type(exc).__name__}: {exc}",
+            "failure_reason": f"{where}: {failure['reason']}",
+            "failure": failure,
             "achieved_macs_reduction": 0.0,
             "baseline": {
                 "hash": baseline_key(self.cfg),
@@ -305,10 +396,24 @@ class Pipeline:
             "wandb": None,
         }
 
+    def _ranks_agree(self, compressed: nn.Module, plan) -> list[str]:
+        """Every rank's checksum of the compressed model (weights, buffers and plan); under DDP
+        they must agree — the methods decide once, identically on every rank."""
+        digest = weights_sha256(compressed, plan.to_dict())
+        digests = distributed.gather(digest)
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"DDP ranks disagree on the compressed model: sha256 {digests}")
+        if len(digests) > 1:
+            print(f"rank {distributed.rank()}: compressed model sha256 {digest} (ranks agree)")
+        return digests
+
     def _record(self, baseline, compressed, plan, mac_model, info, test) -> dict[str, Any]:
         example = self.task.example_input()
         macs_dense, macs_comp = count_macs(baseline, example), count_macs(compressed, example)
         compressed = remove_masks(copy.deepcopy(compressed), bake=True)  # as deployed
+        ranks = self._ranks_agree(compressed, plan)
+        if not self.rank_zero:  # rank 0 alone measures and writes; this rank's part is done
+            return {"status": "ok", "metric": f"test/{self.task.metric}", "test": test}
         checkpoint = save_compressed(
             Path(self.cfg["paths"]["runs_dir"])
             / "checkpoints"
@@ -376,5 +481,11 @@ class Pipeline:
             },
             "method_notes": self.method.notes(),
             "checkpoint": str(checkpoint),
+            "weights_sha256": ranks[0],
+            **(
+                {"distributed": {"world_size": len(ranks), "weights_sha256": ranks}}
+                if len(ranks) > 1
+                else {}
+            ),
             "wandb": self.tracker.finish(summary),
         }

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from prunebench.errors import RecordError
 
 SCHEMA_VERSION = 1
@@ -49,6 +51,10 @@ OPTIONAL: dict[str, tuple] = {
     # "finetune": {...}, "compress_val_passes": validation passes made while compressing}
     "train_samples": (dict,),
     "checkpoint": (str, type(None)),  # the compressed checkpoint (prunebench.load), under runs/
+    # a failed run: {"stage", "reason"} (+ "epoch", "step" when training diverged)
+    "failure": (dict,),
+    "weights_sha256": (str,),  # the compressed model's weights, buffers and plan
+    "distributed": (dict,),  # DDP: {"world_size", "weights_sha256": per rank (they agree)}
 }
 NESTED = {
     "baseline": ("hash", "recipe_hash", "source", "test"),
@@ -99,6 +105,14 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_lock(path: str | Path) -> FileLock:
+    """An inter-process lock for ``path`` (a hidden ``.<name>.lock`` file beside it): two
+    processes — two sweeps on one results directory — never build or write it at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.parent / f".{path.name}.lock")
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from prunebench.claims import load_claims
-from prunebench.leaderboard import aggregate, load_records, render_markdown
+from prunebench.leaderboard import aggregate, failed_runs, load_records, render_markdown
 from prunebench.plots import plot_task
 from prunebench.records import write_atomic
 
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     claims = load_claims(args.claims or results / "claims.yaml")
     tables = aggregate(records, args.task, args.tier, args.data)
-    markdown = render_markdown(tables, claims, problems)
+    failed = failed_runs(records, args.task, args.tier, args.data)
+    markdown = render_markdown(tables, claims, problems, failed)
     write_atomic(results / "LEADERBOARD.md", markdown)
     by_task = defaultdict(dict)
     for (task, data, tier), rows in tables.items():
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {plot_task(task, panels, results / 'plots' / f'{task}.png')}")
     print(
         f"wrote {results / 'LEADERBOARD.md'} ({sum(len(r) for r in tables.values())} rows, "
-        f"{len(records)} records, {len(problems)} skipped)"
+        f"{len(records)} records, {len(failed)} failed, {len(problems)} skipped)"
     )
     if args.wandb:
         print(f"W&B (offline): {log_wandb(tables, args.runs_dir)}")

@@ -7,6 +7,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from prunebench.sampling import EpochRandomSampler
+
 
 class ImageTensorDataset(Dataset):
     """uint8 images (N, 3, H, W) and int64 labels; normalised per channel, optionally augmented
@@ -44,7 +46,8 @@ class ImageTensorDataset(Dataset):
 
 
 class ClassificationData(pl.LightningDataModule):
-    """Train / val / test datasets with seeded shuffling (same seed → same batch order)."""
+    """Train / val / test datasets with seeded shuffling: the training order of epoch e is a
+    function of (seed, e) alone, so a resumed run reads the batches an uninterrupted one does."""
 
     def __init__(
         self,
@@ -63,11 +66,12 @@ class ClassificationData(pl.LightningDataModule):
         self.source, self.pin_memory = source, pin_memory
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        # The loader's own generator only seeds worker processes; the order is the sampler's.
         gen = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             ds,
             self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochRandomSampler(ds, self.seed) if shuffle else None,
             generator=gen,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

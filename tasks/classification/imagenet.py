@@ -95,7 +95,7 @@ class ImageNetClassification(Task):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
-        except (RuntimeError, KeyError, AttributeError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 — wrong architecture, cut or foreign file
             first = str(exc).strip().splitlines()
             raise ConfigError(
                 f"task.pretrained: {path} is not a torchvision {self.arch} state dict with "
