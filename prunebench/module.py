@@ -8,8 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from prunebench.errors import ConfigError
-from prunebench.errors import TrainingDiverged
+from prunebench.errors import ConfigError, TrainingDiverged
 from prunebench.method import TrainingHooks
 from prunebench.sampling import epoch_seed
 from tasks.base import OptimSpec, Task
