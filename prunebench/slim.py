@@ -32,14 +32,17 @@ def slim(
         return slimmed
     res = resolve(plan, structure)
     rows: dict[str, list[int]] = {}
-    cols: dict[str, list[int]] = {}
+    dropped: dict[str, set[int]] = {}  # consumer → its input channels that leave with filters
     for root, keep in res.filters.items():
         g = structure.groups[root]
         for m in g.out_members:
             rows[m] = keep
+        gone = sorted(set(range(g.size)) - set(keep))
         for m in g.in_members:
-            if m in structure.shapes and structure.shapes[m][1] == g.size:
-                cols[m] = keep
+            index = g.reader_index(m, structure.shapes[m][1]) if m in structure.shapes else None
+            if index is not None:
+                dropped.setdefault(m, set()).update(index[c] for c in gone)
+    cols = {m: [i for i in range(structure.shapes[m][1]) if i not in d] for m, d in dropped.items()}
     dg = build_dependency_graph(slimmed, example_input)
     for root, keep in res.filters.items():
         pruned = sorted(set(range(structure.groups[root].size)) - set(keep))

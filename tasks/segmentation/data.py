@@ -61,7 +61,10 @@ def random_scale_crop_flip(
     x, y = pad_to(*scale(x, y, factor), *crop)
     top = int(torch.randint(0, y.shape[0] - crop[0] + 1, (), generator=gen))
     left = int(torch.randint(0, y.shape[1] - crop[1] + 1, (), generator=gen))
-    x, y = x[:, top : top + crop[0], left : left + crop[1]], y[top : top + crop[0], left : left + crop[1]]
+    x, y = (
+        x[:, top : top + crop[0], left : left + crop[1]],
+        y[top : top + crop[0], left : left + crop[1]],
+    )
     if float(torch.rand((), generator=gen)) < 0.5:
         x, y = x.flip(-1), y.flip(-1)
     return x, y

@@ -43,7 +43,9 @@ def _missing(root: Path | None, what: str, layout: str) -> ConfigError:
 
 def _ids(list_file: Path) -> list[str]:
     """Image ids of a VOC list: one id a line, or DrSleep's ``/JPEGImages/x.jpg /Seg…/x.png``."""
-    return [Path(line.split()[0]).stem for line in list_file.read_text().split("\n") if line.strip()]
+    return [
+        Path(line.split()[0]).stem for line in list_file.read_text().split("\n") if line.strip()
+    ]
 
 
 def voc_pairs(root: str | Path | None) -> dict[str, Pairs]:
@@ -57,7 +59,9 @@ def voc_pairs(root: str | Path | None) -> dict[str, Pairs]:
     for need in (voc / "JPEGImages", voc / "SegmentationClass", lists / "val.txt"):
         if not need.exists():
             raise _missing(Path(root), str(need), VOC_LAYOUT)
-    aug_list = next((p for p in (lists / "train_aug.txt", voc / "train_aug.txt") if p.is_file()), None)
+    aug_list = next(
+        (p for p in (lists / "train_aug.txt", voc / "train_aug.txt") if p.is_file()), None
+    )
     if aug_list is not None and (voc / "SegmentationClassAug").is_dir():
         train_ids, train_labels = _ids(aug_list), voc / "SegmentationClassAug"
     else:

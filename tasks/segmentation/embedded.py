@@ -83,7 +83,9 @@ def make_scenes(
         # background: gradient between two colours, faint stripes, noise
         phi = rng.uniform(0, 2 * np.pi, (m, 1, 1))
         t = (np.cos(phi) * xx + np.sin(phi) * yy + 1.5) / 3
-        stripes = np.sin(2 * np.pi / rng.uniform(7, 12, (m, 1, 1)) * (np.cos(phi) * py - np.sin(phi) * px))
+        stripes = np.sin(
+            2 * np.pi / rng.uniform(7, 12, (m, 1, 1)) * (np.cos(phi) * py - np.sin(phi) * px)
+        )
         t = np.clip(t + 0.15 * stripes, 0, 1)[:, None]
         img = rng.uniform(0, 1, (m, 3, 1, 1)) * (1 - t) + rng.uniform(0, 1, (m, 3, 1, 1)) * t
         lab = np.zeros((m, size, size), dtype=np.uint8)

@@ -96,7 +96,9 @@ class Segmentation(Task):
         super().__init__(name, recipe, paper)
         unknown = sorted(set(tier or {}) - set(TIER_KEYS))
         if unknown:
-            raise ConfigError(f"budget model keys {unknown} are not task fields; choices: {TIER_KEYS}")
+            raise ConfigError(
+                f"budget model keys {unknown} are not task fields; choices: {TIER_KEYS}"
+            )
         t = dict(tier or {})
         self.dataset, self.num_classes, self.arch = dataset, num_classes, arch
         self.encoder = t.get("encoder", encoder)
@@ -169,8 +171,10 @@ class Segmentation(Task):
         if source == "embedded":
             size, s = int(self.embedded["size"]), int(data.get("embedded_seed", 0))
             n = {k: 2000 if v is None else int(v) for k, v in sizes.items()}
-            arrays = [make_scenes(n[k], s + i, size) for i, k in enumerate(("train", "val", "test"))]
-            reader = lambda a: (lambda i: (a[0][i], a[1][i]))  # noqa: E731
+            arrays = [
+                make_scenes(n[k], s + i, size) for i, k in enumerate(("train", "val", "test"))
+            ]
+            reader = lambda a: lambda i: (a[0][i], a[1][i])  # noqa: E731
             train = SegmentationDataset(
                 len(arrays[0][0]),
                 reader(arrays[0]),
@@ -193,7 +197,9 @@ class Segmentation(Task):
                 scale_range=self.scale_range,
             )
             val, test = (
-                SegmentationDataset(len(r), r, mean, std, None, (1, 1), self.eval_size, self.eval_scale)
+                SegmentationDataset(
+                    len(r), r, mean, std, None, (1, 1), self.eval_size, self.eval_scale
+                )
                 for r in readers[1:]
             )
         else:
