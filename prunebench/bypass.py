@@ -39,11 +39,13 @@ def make_bypass(conv: nn.Conv2d, kind: str) -> nn.Module:
     """The branch for ``conv`` (initialised as torch initialises a conv)."""
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         raise ValueError("a bypass is for a plain (groups=1) Conv2d")
-    if conv.padding_mode != "zeros" or conv.dilation != (1, 1):
-        raise ValueError("a bypass needs a zero-padded, undilated conv")
-    pad = [(k - 1) // 2 for k in conv.kernel_size]
+    if conv.padding_mode != "zeros":
+        raise ValueError("a bypass needs a zero-padded conv")
+    # "same"-style padding d·(k-1)/2 (dilated convs included: DeepLab's ASPP and dilated stages)
+    # gives the branch's output size at the conv's stride.
+    pad = [d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation, strict=True)]
     if list(conv.padding) != pad:  # the branch matches "same"-style padding only
-        raise ValueError(f"a bypass needs padding (k-1)/2 = {pad}, not {conv.padding}")
+        raise ValueError(f"a bypass needs padding d·(k-1)/2 = {pad}, not {conv.padding}")
     c_in, c_out = conv.in_channels, conv.out_channels
     if kind == "conv1x1":
         return nn.Conv2d(c_in, c_out, 1, stride=conv.stride, bias=False)

@@ -36,7 +36,7 @@ class ChannelGroup:
         in_members: layers whose input dimension shrinks.
         in_index: in-member → the input channel of that layer that each of the group's channels
             feeds (``in_index[m][c]``); a concat offsets it (an ASPP projection reads branch k's
-            channel c at ``k·256 + c``), else it is the identity.
+            channel c at ``k·256 + c``), as the dependency graph traced it.
     """
 
     root: str
@@ -130,9 +130,8 @@ class Structure:
                 side = group.out_members if out else group.in_members
                 if target not in side:
                     side.append(target)
-                index = [int(getattr(i, "idx", i)) for i in idxs]
-                if not out and index != list(range(size)):
-                    group.in_index[target] = index
+                if not out:
+                    group.in_index[target] = [int(getattr(i, "idx", i)) for i in idxs]
             clash = sorted(set(group.out_members) & set(protected))
             if clash:
                 raise ConfigError(

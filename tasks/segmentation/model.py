@@ -60,6 +60,7 @@ def build_deeplab(
     output_stride: int,
     aspp_separable: bool = False,
     atrous_rates: tuple[int, ...] = (12, 24, 36),
+    decoder_channels: int = 256,
 ) -> nn.Module:
     """A DeepLab with random weights (``encoder_weights=None``: nothing is downloaded).
 
@@ -72,6 +73,7 @@ def build_deeplab(
             every ASPP conv a plain conv. DeepLabV3+'s decoder convs after the ASPP are always
             separable in smp 0.6.
         atrous_rates: the three ASPP dilations.
+        decoder_channels: the ASPP's (and decoder's) width (DeepLab: 256).
     """
     if arch not in ARCHS:
         raise ConfigError(f"task.arch={arch!r}; choices: {sorted(ARCHS)}")
@@ -85,6 +87,7 @@ def build_deeplab(
         encoder_output_stride=output_stride,
         decoder_atrous_rates=tuple(atrous_rates),
         decoder_aspp_separable=aspp_separable,
+        decoder_channels=decoder_channels,
         classes=num_classes,
     )
 

@@ -28,7 +28,7 @@ from tasks.segmentation.embedded import make_scenes
 from tasks.segmentation.model import build_deeplab, load_backbone
 
 SOURCES = ("embedded", "disk")
-TIER_KEYS = ("encoder", "output_stride", "input_size", "crop_size", "embedded")
+TIER_KEYS = ("encoder", "output_stride", "decoder_channels", "input_size", "crop_size", "embedded")
 ASPP = ("convs.0.0", "convs.1.0", "convs.2.0", "convs.3.0", "convs.4.1", "project.0")
 DECODER_PRUNABLE = {  # the head conv's input (decoder.conv / block2) stays whole
     "deeplabv3": tuple(f"decoder.aspp.{n}" for n in ASPP),
@@ -54,6 +54,7 @@ class Segmentation(Task):
         aspp_separable: depth-wise separable ASPP convs (False: plain convs, the pruning core's
             common case).
         atrous_rates: the ASPP's three dilations.
+        decoder_channels: the ASPP's and decoder's width (256).
         input_size: the stated input (H, W) for MACs and latency.
         crop_size: the training crop (disk data).
         scale_range: the training random scale (disk data).
@@ -81,6 +82,7 @@ class Segmentation(Task):
         recipe: dict,
         aspp_separable: bool = False,
         atrous_rates: tuple[int, ...] = (12, 24, 36),
+        decoder_channels: int = 256,
         input_size: int | tuple[int, int] = 520,
         crop_size: int | tuple[int, int] = 513,
         scale_range: tuple[float, float] = (0.5, 2.0),
@@ -104,6 +106,7 @@ class Segmentation(Task):
         self.encoder = t.get("encoder", encoder)
         self.output_stride = int(t.get("output_stride", output_stride))
         self.aspp_separable, self.atrous_rates = aspp_separable, tuple(atrous_rates)
+        self.decoder_channels = int(t.get("decoder_channels", decoder_channels))
         self.input_size = _pair(t.get("input_size", input_size))
         self.crop_size = _pair(t.get("crop_size", crop_size))
         self.scale_range = tuple(scale_range)
@@ -122,6 +125,7 @@ class Segmentation(Task):
             self.output_stride,
             self.aspp_separable,
             self.atrous_rates,
+            self.decoder_channels,
         )
         if self.pretrained_backbone:
             load_backbone(model, self.pretrained_backbone, self.encoder)
