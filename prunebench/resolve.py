@@ -48,8 +48,9 @@ class Resolved:
             gone = torch.ones(g.size, dtype=torch.bool)
             gone[keep] = False
             for m in g.out_members:
-                if m in out:
-                    out[m][gone, :] = False
+                index = g.writer_index(m, out[m].shape[0]) if m in out else None
+                if index is not None:
+                    out[m][torch.tensor(index)[gone], :] = False
             for m in g.in_members:
                 index = g.reader_index(m, out[m].shape[1]) if m in out else None
                 if index is not None:

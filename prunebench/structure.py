@@ -34,9 +34,10 @@ class ChannelGroup:
         size: number of channels.
         out_members: layers whose output dimension (weight dim 0, bias, BN affine) shrinks.
         in_members: layers whose input dimension shrinks.
-        in_index: in-member → the input channel of that layer that each of the group's channels
-            feeds (``in_index[m][c]``); a concat offsets it (an ASPP projection reads branch k's
-            channel c at ``k·256 + c``), as the dependency graph traced it.
+        in_index, out_index: member → the channel of that layer's input (in-members) or output
+            (out-members) that each of the group's channels is (``in_index[m][c]``); a concat
+            offsets it (an ASPP projection reads branch k's channel c at ``k·256 + c``), as the
+            dependency graph traced it.
     """
 
     root: str
@@ -44,14 +45,23 @@ class ChannelGroup:
     out_members: list[str] = field(default_factory=list)
     in_members: list[str] = field(default_factory=list)
     in_index: dict[str, list[int]] = field(default_factory=dict)
+    out_index: dict[str, list[int]] = field(default_factory=dict)
 
     def reader_index(self, member: str, c_in: int) -> list[int] | None:
         """The input channels of in-member ``member`` (``c_in`` inputs) that read the group's
         channels, in order; None where they cannot be told (e.g. a grouped conv's weight)."""
-        index = self.in_index.get(member, list(range(self.size)))
-        return (
-            index if max(index) < c_in and (member in self.in_index or c_in == self.size) else None
-        )
+        return _fit(self.in_index.get(member), self.size, c_in)
+
+    def writer_index(self, member: str, c_out: int) -> list[int] | None:
+        """The output channels of out-member ``member`` (``c_out`` outputs) that are the group's
+        channels (a depth-wise conv after a concat: an offset slice), in order."""
+        return _fit(self.out_index.get(member), self.size, c_out)
+
+
+def _fit(index: list[int] | None, size: int, n: int) -> list[int] | None:
+    if index is None:
+        return list(range(size)) if n == size else None
+    return index if max(index) < n else None
 
 
 def build_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
@@ -130,8 +140,8 @@ class Structure:
                 side = group.out_members if out else group.in_members
                 if target not in side:
                     side.append(target)
-                if not out:
-                    group.in_index[target] = [int(getattr(i, "idx", i)) for i in idxs]
+                index = [int(getattr(i, "idx", i)) for i in idxs]
+                (group.out_index if out else group.in_index)[target] = index
             clash = sorted(set(group.out_members) & set(protected))
             if clash:
                 raise ConfigError(

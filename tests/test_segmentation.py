@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from methods.magnitude import Magnitude
+from prunebench.checkpoint import load
 from prunebench.errors import ConfigError
 from prunebench.masks import apply_masks
 from prunebench.measure import count_macs, count_params
@@ -153,8 +154,9 @@ def test_embedded_scenes_are_seeded_and_labelled():
     assert len(set(np.unique(y)) - {0, 255}) >= 3  # several object classes
 
 
-def test_masked_equals_slimmed_through_the_aspp_concat():
-    task = _task(encoder="resnet18", output_stride=16, input_size=32)
+@pytest.mark.parametrize("arch", ["deeplabv3", "deeplabv3plus"])
+def test_masked_equals_slimmed_through_the_aspp_concat(arch):
+    task = _task(arch=arch, encoder="resnet18", output_stride=16, input_size=32)
     torch.manual_seed(0)
     model = task.build_model().eval()
     for mod in model.modules():
@@ -166,7 +168,8 @@ def test_masked_equals_slimmed_through_the_aspp_concat():
         model, x[:1], task.prunable_layers(model), task.protected_layers(model), 0.5, 0
     )
     plan = Magnitude("uniform").compress(ctx)
-    assert "decoder.aspp.convs.4.1" in plan.entries  # the image-pooling branch is pruned too
+    pooling = "decoder.aspp.convs.4.1" if arch == "deeplabv3" else "decoder.aspp.0.convs.4.1"
+    assert pooling in plan.entries  # the image-pooling branch is pruned too
     slimmed = slim(model, plan, x[:1], ctx.structure).eval()
     realised = count_macs(slimmed, x[:1]).total
     assert realised == ctx.mac_model.plan_macs(plan)  # the analytic count follows the concat
@@ -229,3 +232,6 @@ def test_every_method_on_the_embedded_scenes(tmp_path, shared_cache, method):
         assert abs(rec["achieved_macs_reduction"] - 0.4) <= 0.01
     if method in ("magnitude", "random", "cap", "lapp"):  # filter plans: analytic = realised
         assert rec["macs"]["compressed"] == rec["macs"]["realised"]
+    # The compressed checkpoint rebuilds the slimmed model: its counted MACs are the run's.
+    loaded = load(rec["checkpoint"])
+    assert count_macs(loaded, torch.zeros(1, 3, 32, 32)).total == rec["macs"]["realised"]

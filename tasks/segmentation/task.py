@@ -3,8 +3,9 @@
 ``data=disk`` reads Pascal VOC 2012 (+SBD trainaug) or Cityscapes (``task.dataset``);
 ``data=embedded`` renders textured-shape scenes (``tasks.segmentation.embedded``, 6 classes fed
 to the task's ``num_classes``-way model, as the ImageNet stand-in does). A budget tier may swap
-in a smaller encoder and input through the task's ``cpu:``/``smoke:`` ``model`` block (the
-budget's ``model`` key, passed back as ``tier``), so the record's config declares it.
+in a smaller encoder and input through the ``model`` entry of the task's block named like the
+tier (``cpu:``/``smoke:``), which the task config reads into ``tier`` — so the record's config
+declares it.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class Segmentation(Task):
             every freshly built model (the head stays random; the baseline still trains).
         embedded: the rendered scenes' ``size`` (px) and training ``scale_range``.
         paper / cpu / smoke: the tiers' task-specific numbers (read by ``conf/budget``).
-        tier: what the budget tier swaps in (keys of ``TIER_KEYS``), from the budget's ``model``.
+        tier: what the budget tier swaps in (keys of ``TIER_KEYS``): the task config sets it to
+            ``<tier block>.model``.
     """
 
     metric = "miou"
@@ -99,7 +101,7 @@ class Segmentation(Task):
         unknown = sorted(set(tier or {}) - set(TIER_KEYS))
         if unknown:
             raise ConfigError(
-                f"budget model keys {unknown} are not task fields; choices: {TIER_KEYS}"
+                f"task.tier keys {unknown} cannot be swapped by a tier; choices: {TIER_KEYS}"
             )
         t = dict(tier or {})
         self.dataset, self.num_classes, self.arch = dataset, num_classes, arch
