@@ -30,9 +30,9 @@ def baseline_key(cfg: dict[str, Any], with_seed: bool = True) -> str:
     budget = cfg["budget"]
     ident = {
         "format": CACHE_FORMAT,
-        # The task's `paper`, `cpu` and `smoke` blocks only feed the budget, whose training part
-        # is hashed below (a tier's model comes back as the task's own `tier` field).
-        "task": {k: v for k, v in cfg["task"].items() if k not in ("paper", "cpu", "smoke")},
+        # The task's `paper` and `cpu` blocks only feed the budget, whose training part is hashed
+        # below.
+        "task": {k: v for k, v in cfg["task"].items() if k not in ("paper", "cpu")},
         "data": {
             **{k: data.get(k) for k in ("source", "root", "embedded_seed", "val_fraction")},
             **({"val_per_class": data["val_per_class"]} if "val_per_class" in data else {}),
