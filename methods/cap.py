@@ -30,7 +30,10 @@ Deviations / unverified choices: statistics and rankings are computed once on th
 as in the authors' code (later layers are not re-measured after earlier ones are pruned);
 ``search_steps`` (6) and ``max_sparsity`` (0.9) have no default in the authors' code; trial
 evaluations are memoised (same committed prefix + same channel count → same model); a group
-must have exactly one consumer layer.
+is pruned only when exactly one layer reads it and reads nothing else — a group read through a
+concat (DeepLab's ASPP branches, whose projection reads all five) is left whole, and the record's
+``method_notes`` name it (compensating several groups in one shared consumer is not
+implemented).
 """
 
 from __future__ import annotations
@@ -92,12 +95,15 @@ class CaP(Method):
     # -- steps 1–2: statistics and rankings -----------------------------------------------
     def _layers(self, ctx: CompressContext) -> list[_Layer]:
         s = ctx.structure
-        consumers = {}
+        consumers, self._skipped = {}, []
         for root, g in s.groups.items():
             readers = [m for m in g.in_members if m in s.shapes]
             if len(readers) != 1 or s.shapes[readers[0]][1] != g.size:
-                raise ConfigError(f"CaP needs one consumer layer per group; {root}: {readers}")
+                self._skipped.append(root)  # no exclusive consumer to compensate in
+                continue
             consumers[root] = readers[0]
+        if not consumers:
+            raise ConfigError("CaP needs groups read by exactly one layer; this model has none")
         loader = ctx.calib_loader(self.calib_fraction)
         stats = collect_input_stats(ctx.model, list(consumers.values()), loader, ctx.device)
         layers = []
@@ -172,6 +178,10 @@ class CaP(Method):
                 if n
             }
         )
+
+    def notes(self) -> dict:
+        skipped = getattr(self, "_skipped", [])
+        return {"groups_left_whole": skipped} if skipped else {}
 
     def compress(self, ctx: CompressContext) -> Plan:
         if ctx.evaluate is None or ctx.calib_loader is None:

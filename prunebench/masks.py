@@ -92,13 +92,19 @@ def apply_masks(model: nn.Module, plan: Plan, structure) -> nn.Module:
         )
     for root, keep in res.filters.items():
         g = structure.groups[root]
-        mask = torch.zeros(g.size)
-        mask[keep] = 1.0
+        gone = torch.ones(g.size, dtype=torch.bool)
+        gone[keep] = False
         for name in g.out_members:
             module = model.get_submodule(name)
-            for pname in ("weight", "bias"):
-                if getattr(module, pname, None) is not None:
-                    parametrize.register_parametrization(module, pname, ChannelMask(mask))
+            params = [p for p in ("weight", "bias") if getattr(module, p, None) is not None]
+            n = getattr(module, params[0]).shape[0] if params else 0
+            index = g.writer_index(name, n)  # the group's channels among the layer's outputs
+            if index is None:
+                continue
+            mask = torch.ones(n)
+            mask[torch.tensor(index)[gone]] = 0.0
+            for pname in params:
+                parametrize.register_parametrization(module, pname, ChannelMask(mask))
     return model
 
 

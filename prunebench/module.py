@@ -101,23 +101,24 @@ class PruneModule(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [{"params": params}, *self.hook_groups]
+        groups = [*lr_groups(self.model, o.lr, o.lr_mult), *self.hook_groups]
         opt = make_optimizer(groups, o)
         epochs = max(1, self.trainer.max_epochs or 1)
         milestones = sorted(
             {max(1, round(f * epochs)) for f in o.milestones if round(f * epochs) < epochs}
         )
-        if o.warmup_epochs <= 0:
+        if o.warmup_epochs <= 0 and o.schedule == "step":
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=o.gamma)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
-        factor = warmup_then_steps(
-            round(o.warmup_epochs * steps_per_epoch),
-            o.warmup_factor,
-            [m * steps_per_epoch for m in milestones],
-            o.gamma,
-        )
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = max(1, total_steps // epochs)
+        warmup = round(o.warmup_epochs * steps_per_epoch)
+        if o.schedule == "poly":
+            factor = warmup_then_poly(warmup, o.warmup_factor, total_steps, o.power)
+        else:
+            factor = warmup_then_steps(
+                warmup, o.warmup_factor, [m * steps_per_epoch for m in milestones], o.gamma
+            )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -134,6 +135,36 @@ def make_optimizer(groups: list[dict], o: OptimSpec) -> torch.optim.Optimizer:
     if o.optimizer == "adam":
         return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     raise ConfigError(f"recipe optimizer={o.optimizer!r}; choices: {OPTIMIZERS}")
+
+
+def lr_groups(model: nn.Module, lr: float, lr_mult: dict[str, float] | None) -> list[dict]:
+    """The model's trainable parameters as optimiser groups: one per ``lr_mult`` prefix that
+    matches a parameter name (lr × its multiplier; the first matching prefix wins), then the
+    rest at ``lr``. A prefix that matches nothing is an error (a typo would silently do nothing)."""
+    mult = dict(lr_mult or {})
+    buckets: dict[str | None, list] = {p: [] for p in mult}
+    buckets[None] = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            prefix = next((k for k in mult if name == k or name.startswith(k + ".")), None)
+            buckets[prefix].append(p)
+    empty = [k for k in mult if not buckets[k]]
+    if empty:
+        raise ConfigError(f"recipe lr_mult prefixes {empty} name no parameters of the model")
+    groups = [{"params": buckets[k], "lr": lr * mult[k]} for k in mult]
+    return [*groups, {"params": buckets[None], "lr": lr}] if buckets[None] else groups
+
+
+def warmup_then_poly(warmup_steps: int, warmup_factor: float, total_steps: int, power: float):
+    """The lr multiplier at each optimiser step: ``warmup_factor`` during the warm-up, then
+    DeepLab's poly decay ``(1 − step / total_steps) ** power`` (Chen et al., 2017)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return warmup_factor
+        return max(0.0, 1.0 - step / total_steps) ** power
+
+    return factor
 
 
 def warmup_then_steps(

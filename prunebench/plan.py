@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -101,6 +101,10 @@ class PlanEntry:
         return [i for i in range(self.size) if i not in kept]
 
 
+def _copy(value):
+    return list(value) if isinstance(value, list) else value
+
+
 @dataclass
 class Plan:
     """Module name → :class:`PlanEntry`. An empty plan means "keep everything" (dense)."""
@@ -108,7 +112,15 @@ class Plan:
     entries: dict[str, PlanEntry] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"version": 1, "entries": {k: asdict(v) for k, v in self.entries.items()}}
+        # Field by field, not dataclasses.asdict: asdict deep-copies every index one by one
+        # (11 s for the 1.4 M kept kernels of a KCP plan on DeepLab).
+        return {
+            "version": 1,
+            "entries": {
+                k: {f.name: _copy(getattr(v, f.name)) for f in fields(v)}
+                for k, v in self.entries.items()
+            },
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:

@@ -11,9 +11,9 @@ agree:
   pruned, or all its columns ``[c]``) is removed from its producer — this changes nothing the
   network computes.
 
-The second rule needs the consumer's input index to be the channel index; where a concat or
-other index mapping sits between (the consumer's C_in differs from the group size) it is not
-applied, conservatively.
+A consumer reading the group through a concat (an ASPP projection) reads channel c at the
+offset index the dependency graph traced (``ChannelGroup.reader_index``); where that index
+cannot be told (a grouped conv) the rule is not applied, conservatively.
 """
 
 from __future__ import annotations
@@ -48,11 +48,13 @@ class Resolved:
             gone = torch.ones(g.size, dtype=torch.bool)
             gone[keep] = False
             for m in g.out_members:
-                if m in out:
-                    out[m][gone, :] = False
+                index = g.writer_index(m, out[m].shape[0]) if m in out else None
+                if index is not None:
+                    out[m][torch.tensor(index)[gone], :] = False
             for m in g.in_members:
-                if m in out and out[m].shape[1] == g.size:
-                    out[m][:, gone] = False
+                index = g.reader_index(m, out[m].shape[1]) if m in out else None
+                if index is not None:
+                    out[m][:, torch.tensor(index)[gone]] = False
         return out
 
 
@@ -91,10 +93,11 @@ def resolve_masks(
         if root in kernels:  # dead filters of the root
             kept &= kernels[root].any(dim=1)
         readers = [m for m in g.in_members if m in structure.shapes]
-        if readers and all(m in reads and reads[m].shape[1] == g.size for m in readers):
+        index = {m: g.reader_index(m, reads[m].shape[1]) for m in readers if m in reads}
+        if readers and all(index.get(m) is not None for m in readers):
             read = torch.zeros(g.size, dtype=torch.bool)
             for m in readers:
-                read |= reads[m].any(dim=0)
+                read |= reads[m].any(dim=0)[index[m]]
             kept &= read
         if not kept.any():  # never remove a whole group: keep channel 0 so shapes stay valid
             kept[0] = True

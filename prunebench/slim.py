@@ -31,15 +31,24 @@ def slim(
     if not plan.entries:
         return slimmed
     res = resolve(plan, structure)
-    rows: dict[str, list[int]] = {}
-    cols: dict[str, list[int]] = {}
+    # layer → its output (rows) / input (cols) channels that leave with removed filters
+    dropped_rows: dict[str, set[int]] = {}
+    dropped_cols: dict[str, set[int]] = {}
     for root, keep in res.filters.items():
         g = structure.groups[root]
-        for m in g.out_members:
-            rows[m] = keep
-        for m in g.in_members:
-            if m in structure.shapes and structure.shapes[m][1] == g.size:
-                cols[m] = keep
+        gone = sorted(set(range(g.size)) - set(keep))
+        for members, find, dim, dropped in (
+            (g.out_members, g.writer_index, 0, dropped_rows),
+            (g.in_members, g.reader_index, 1, dropped_cols),
+        ):
+            for m in members:
+                index = find(m, structure.shapes[m][dim]) if m in structure.shapes else None
+                if index is not None:
+                    dropped.setdefault(m, set()).update(index[c] for c in gone)
+    rows, cols = (
+        {m: [i for i in range(structure.shapes[m][dim]) if i not in d] for m, d in dropped.items()}
+        for dim, dropped in ((0, dropped_rows), (1, dropped_cols))
+    )
     dg = build_dependency_graph(slimmed, example_input)
     for root, keep in res.filters.items():
         pruned = sorted(set(range(structure.groups[root].size)) - set(keep))

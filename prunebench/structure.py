@@ -34,12 +34,34 @@ class ChannelGroup:
         size: number of channels.
         out_members: layers whose output dimension (weight dim 0, bias, BN affine) shrinks.
         in_members: layers whose input dimension shrinks.
+        in_index, out_index: member → the channel of that layer's input (in-members) or output
+            (out-members) that each of the group's channels is (``in_index[m][c]``); a concat
+            offsets it (an ASPP projection reads branch k's channel c at ``k·256 + c``), as the
+            dependency graph traced it.
     """
 
     root: str
     size: int
     out_members: list[str] = field(default_factory=list)
     in_members: list[str] = field(default_factory=list)
+    in_index: dict[str, list[int]] = field(default_factory=dict)
+    out_index: dict[str, list[int]] = field(default_factory=dict)
+
+    def reader_index(self, member: str, c_in: int) -> list[int] | None:
+        """The input channels of in-member ``member`` (``c_in`` inputs) that read the group's
+        channels, in order; None where they cannot be told (e.g. a grouped conv's weight)."""
+        return _fit(self.in_index.get(member), self.size, c_in)
+
+    def writer_index(self, member: str, c_out: int) -> list[int] | None:
+        """The output channels of out-member ``member`` (``c_out`` outputs) that are the group's
+        channels (a depth-wise conv after a concat: an offset slice), in order."""
+        return _fit(self.out_index.get(member), self.size, c_out)
+
+
+def _fit(index: list[int] | None, size: int, n: int) -> list[int] | None:
+    if index is None:
+        return list(range(size)) if n == size else None
+    return index if max(index) < n else None
 
 
 def build_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
@@ -110,17 +132,16 @@ class Structure:
             module = model.get_submodule(root)
             size = dg.get_out_channels(module)
             group = ChannelGroup(root=root, size=size)
-            for dep, _ in out_channel_group(dg, module, range(size)).items:
+            for dep, idxs in out_channel_group(dg, module, range(size)).items:
                 target = names.get(dep.target.module)
                 if target is None:  # functional ops (add, cat, …) carry no parameters
                     continue
-                side = (
-                    group.out_members
-                    if dg.is_out_channel_pruning_fn(dep.handler)
-                    else group.in_members
-                )
+                out = dg.is_out_channel_pruning_fn(dep.handler)
+                side = group.out_members if out else group.in_members
                 if target not in side:
                     side.append(target)
+                index = [int(getattr(i, "idx", i)) for i in idxs]
+                (group.out_index if out else group.in_index)[target] = index
             clash = sorted(set(group.out_members) & set(protected))
             if clash:
                 raise ConfigError(

@@ -14,6 +14,10 @@ import torch
 import torchmetrics
 from torch import nn
 
+from prunebench.errors import ConfigError
+
+SCHEDULES = ("step", "poly")
+
 
 @dataclass(frozen=True)
 class OptimSpec:
@@ -26,6 +30,11 @@ class OptimSpec:
     ``warmup_epochs`` > 0 trains at ``lr * warmup_factor`` for that many epochs (rounded to whole
     steps) before the step schedule starts: He et al. (2016, §4.2) warm ResNet-110 up at 0.01 for
     about 400 iterations (~1 epoch) because 0.1 is "slightly too large to start converging".
+
+    ``schedule``: ``step`` (÷``1/gamma`` at each milestone) or ``poly`` (DeepLab: the lr times
+    ``(1 − step/total steps) ** power``, updated every step). ``lr_mult`` maps a module-name
+    prefix to an lr multiplier (DeepLab's backbone at 0.1×: ``{encoder: 0.1}``); parameters
+    under no prefix train at ``lr``.
     """
 
     lr: float
@@ -39,6 +48,13 @@ class OptimSpec:
     warmup_factor: float = 0.1
     optimizer: str = "sgd"  # "sgd" (momentum, nesterov) or "adam" (betas; PSMNet's recipe)
     betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "step"
+    power: float = 0.9
+    lr_mult: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"recipe schedule={self.schedule!r}; choices: {SCHEDULES}")
 
 
 class Task(ABC):

@@ -1,0 +1,3 @@
+from tasks.segmentation.task import Segmentation
+
+__all__ = ["Segmentation"]
