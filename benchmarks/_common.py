@@ -13,6 +13,9 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -77,23 +80,79 @@ def optional_task(module: str) -> tuple[list[str], str | None]:
     return names, (None if names else f"not built yet (no conf/task/*.yaml targets {module})")
 
 
-def peak_rss_mib(args: list[str], env: dict | None = None) -> float:
-    """Peak resident memory (MiB) of ``python <args>`` run in a fresh process from the repository
-    root, read from that process's own ``rusage`` (``os.wait4``), so peaks of different
-    measurements never mix. Raises if the process fails, with its stderr's tail."""
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    err = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args} failed ({proc.returncode}): {err[-2000:]}")
-    return usage.ru_maxrss / 1024  # Linux: KiB
+class PhasePeak:
+    """Peak resident memory (MiB) of this process while a ``with`` block runs, sampled from
+    ``/proc/self/statm`` every ``interval`` seconds by a thread — for the phase a measurement is
+    about (training steps, forward passes), not the set-up before it (tracing a structure)."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval, self.peak_mib = interval, 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def now_mib() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mib = max(self.peak_mib, self.now_mib())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PhasePeak:
+        self.peak_mib = self.now_mib()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mib = max(self.peak_mib, self.now_mib())
+
+    def report(self) -> None:
+        """Print the phase's peak as the last stdout line, for :func:`peak_rss`."""
+        print(json.dumps({"phase_peak_mib": self.peak_mib}), flush=True)
+
+
+# Runs a script as __main__ and, at exit, writes its /proc/self/status (VmHWM: the peak RSS of
+# this process image). The rusage of a child is no use here: Linux starts a forked child's
+# high-water mark at the parent's RSS, so every child would report at least this process's size.
+_BOOT = (
+    "import atexit, os, runpy, sys\n"
+    "out = os.environ['PRUNEBENCH_HWM_FILE']\n"
+    "atexit.register(lambda: open(out, 'w').write(open('/proc/self/status').read()))\n"
+    "sys.argv = sys.argv[1:]\n"
+    "sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def peak_rss(args: list[str], env: dict | None = None) -> dict[str, float]:
+    """Peak resident memory (MiB) of ``python <script> <args…>`` run in a fresh process from the
+    repository root: ``process_mib``, the process's own ``VmHWM`` at exit (so peaks of
+    different measurements never mix), and ``phase_mib`` when the script ends by printing a
+    :class:`PhasePeak` report. Raises if the process fails, with its stderr's tail."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile(suffix=".status") as hwm,
+    ):
+        env = {**os.environ, **(env or {}), "PRUNEBENCH_HWM_FILE": hwm.name}
+        code = subprocess.call(
+            [sys.executable, "-c", _BOOT, *args], cwd=ROOT, env=env, stdout=out, stderr=err
+        )
+        out.seek(0), err.seek(0)
+        text, error = (f.read().decode(errors="replace") for f in (out, err))
+        status = Path(hwm.name).read_text()
+    if code != 0:
+        raise RuntimeError(f"{args} failed ({code}): {error[-2000:]}")
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    result = {"process_mib": kib / 1024}
+    lines = text.strip().splitlines()
+    if lines and lines[-1].startswith('{"phase_peak_mib"'):
+        result["phase_mib"] = json.loads(lines[-1])["phase_peak_mib"]
+    return result
 
 
 def meta() -> dict:

@@ -88,9 +88,7 @@ def flop_counter_other_ops(model: nn.Module, args: tuple) -> dict[str, int]:
 
 
 def conv_fc_weights(model: nn.Module) -> int:
-    return sum(
-        m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)
-    )
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d))
 
 
 def _models(skip_deeplab: bool) -> tuple[list[tuple], list[dict]]:
@@ -147,7 +145,9 @@ def count_row(name: str, model: nn.Module, args: tuple) -> dict:
         {
             "macs_reference": macs_ref,
             "macs_diff": counted - macs_ref,
-            "macs_off": 0 if round(counted / macs_unit) * macs_unit == macs_ref else counted - macs_ref,
+            "macs_off": 0
+            if round(counted / macs_unit) * macs_unit == macs_ref
+            else counted - macs_ref,
             "params": params,
             "params_convention": convention,
             "params_reference": params_ref,
