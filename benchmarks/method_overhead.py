@@ -109,6 +109,7 @@ def main() -> None:
     p.add_argument("--rss-steps", type=int, default=3, help="training steps of each memory process")
     p.add_argument("--out", default="results/benchmarks/method_overhead.json")
     p.add_argument("--only", default="", help="comma-separated method names (default: all)")
+    p.add_argument("--memory-only", action="store_true", help="peak RSS only, no step timing")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -130,6 +131,23 @@ def main() -> None:
     )
     rows = []
     for name in names:
+        if args.memory_only:
+            peak = rss(name)
+            rows.append(
+                {
+                    "method": name,
+                    "peak_rss_process_mib": peak["process_mib"],
+                    "peak_rss_training_mib": peak["phase_mib"],
+                    "peak_rss_training_ratio": peak["phase_mib"] / rss_dense["phase_mib"],
+                    "peak_rss_process_ratio": peak["process_mib"] / rss_dense["process_mib"],
+                }
+            )
+            print(
+                f"{name:24} training peak RSS {peak['phase_mib']:.0f} MiB "
+                f"(×{rows[-1]['peak_rss_training_ratio']:.2f} dense); process "
+                f"{peak['process_mib']:.0f} MiB (×{rows[-1]['peak_rss_process_ratio']:.2f})"
+            )
+            continue
         runs = [build("dense", args.depth), build(name, args.depth)]
         for s in range(args.warmup):
             for run in runs:
@@ -179,6 +197,7 @@ def main() -> None:
         "warmup": args.warmup,
         "rss_steps": args.rss_steps,
         "only": args.only or "all",
+        "memory_only": args.memory_only,
     }
     write_json(
         args.out,

@@ -66,10 +66,12 @@ from methods.trp import TRP
 from prunebench.measure import count_macs, measure_latency_paired
 from prunebench.method import CompressContext
 from prunebench.slim import slim
+from prunebench.target import solve
 
 NETS = {"resnet56": "cifar10_resnet56", "resnet50": "imagenet_resnet50"}
 GRANULARITY = {
     "magnitude": "filter",
+    "magnitude_round8": "filter, widths rounded up to multiples of 8 (target.solve round_to=8)",
     "random": "filter",
     "cap": "filter",
     "lapp": "filter (+ bypasses)",
@@ -118,7 +120,12 @@ def plan_and_slim(name: str, task, reduction: float) -> tuple[nn.Module, int]:
             loader, evaluate = _cap_data(model, x1)
             kw = {"calib_loader": lambda fraction: loader, "evaluate": evaluate}
         ctx = task_context(task, model, reduction, **kw)
+        if name == "magnitude_round8":  # the solver's SIMD-width option, on magnitude's scores
+            ctx.solve = lambda scores, allocation="global": solve(
+                scores, ctx.mac_model, reduction, allocation, round_to=8
+            )
         method = {
+            "magnitude_round8": lambda: Magnitude("uniform"),
             "magnitude": lambda: Magnitude("uniform"),
             "random": lambda: Random("uniform"),
             "cap": lambda: CaP(search_steps=3, target_iters=4),
