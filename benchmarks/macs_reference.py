@@ -91,6 +91,18 @@ def conv_fc_weights(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d))
 
 
+def _row_name(task, x: torch.Tensor, row: str | None, conf: str) -> str:
+    """The reference row a task's model is (PSMNet at width 1, maxdisp 192, 256×512), else its
+    config name (counted only)."""
+    is_ref = (
+        row is not None
+        and getattr(task, "maxdisp", None) == 192
+        and getattr(task, "width", 1.0) == 1.0
+        and tuple(x.shape[-2:]) == (256, 512)
+    )
+    return f"{row} [{conf}]" if is_ref else conf
+
+
 def _models(skip_deeplab: bool) -> tuple[list[tuple], list[dict]]:
     """(name, model, example args, params convention) to count, and rows not built."""
     out, missing = [], []
@@ -118,7 +130,7 @@ def _models(skip_deeplab: bool) -> tuple[list[tuple], list[dict]]:
             task = task_from_conf(name)
             x = task.example_input(1)
             args = x if isinstance(x, tuple) else (x,)
-            out.append((row if row and len(names) == 1 else name, task.build_model(), args))
+            out.append((_row_name(task, args[0], row, name), task.build_model(), args))
     return out, missing
 
 
@@ -134,7 +146,7 @@ def count_row(name: str, model: nn.Module, args: tuple) -> dict:
         "counter_minus_hooks": counted - hooked,
         "flop_counter_other_ops_flops": other,
     }
-    ref = REFERENCE.get(name)
+    ref = REFERENCE.get(name.split(" [")[0])
     if ref is None:
         row["status"] = "no reference in DESIGN.md §4 (counted only)"
         row["params"] = count_params(model)

@@ -185,7 +185,7 @@ def main() -> None:
             f" ×{peak['process_mib'] / rss_dense['process_mib']:.2f})"
         )
     by = {r["method"]: r for r in rows}
-    if "lapp" in by and "lapp_bypass_only" in by:
+    if "lapp" in by and "lapp_bypass_only" in by and not args.memory_only:
         hooks_only = (
             by["lapp"]["ratio_median_of_pairs"] / by["lapp_bypass_only"]["ratio_median_of_pairs"]
         )
