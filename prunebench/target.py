@@ -61,6 +61,7 @@ def solve_units(
     tolerance: float = 0.01,
     min_keep: int = 1,
     alive: dict[str, torch.Tensor] | None = None,
+    round_to: int = 1,
 ) -> Plan:
     """Prune the lowest-scored units until the MACs reduction reaches ``macs_reduction``.
 
@@ -76,8 +77,14 @@ def solve_units(
         tolerance: largest accepted |achieved − target| (absolute fraction).
         min_keep: units every layer keeps.
         alive: layer → bool mask of units still in play (pruned earlier ones stay pruned).
+        round_to: filters only — every group keeps a multiple of ``round_to`` channels (or all
+            of them), restoring its highest-scored removed ones, so the slimmed convs have
+            SIMD-friendly widths (e.g. 8); the bisection then finds the smallest removal that
+            still reaches the target. 1 (default): no rounding.
     """
     target = validate_target(macs_reduction)
+    if round_to < 1 or (round_to > 1 and kind != "filter"):
+        raise ConfigError(f"round_to={round_to!r}: an integer ≥ 1, and > 1 only for filters")
     if allocation not in ALLOCATIONS:
         raise ConfigError(f"allocation={allocation!r}; choices: {ALLOCATIONS}")
     layers = list(scores)
@@ -113,7 +120,10 @@ def solve_units(
     def kept_at(k: int) -> dict[str, torch.Tensor]:
         kept = {r: alive[r].clone() for r in layers}
         for li, r in enumerate(layers):
-            kept[r][unit_t[:k][layer_t[:k] == li]] = False
+            removed = unit_t[:k][layer_t[:k] == li]  # lowest score first
+            n = int(kept[r].sum()) - len(removed)
+            extra = min(kept[r].numel(), -(-n // round_to) * round_to) - n  # round n up
+            kept[r][removed[: len(removed) - extra]] = False
         return {r: m.view(shapes[r]) for r, m in kept.items()}
 
     def reduction(k: int) -> float:
@@ -152,9 +162,20 @@ def solve(
     allocation: str = "global",
     tolerance: float = 0.01,
     min_keep: int = 1,
+    round_to: int = 1,
 ) -> Plan:
-    """Filter pruning: ``scores`` maps each group root to one score per output channel."""
-    return solve_units(scores, "filter", mac_model, macs_reduction, allocation, tolerance, min_keep)
+    """Filter pruning: ``scores`` maps each group root to one score per output channel; every
+    group keeps a multiple of ``round_to`` channels (see :func:`solve_units`)."""
+    return solve_units(
+        scores,
+        "filter",
+        mac_model,
+        macs_reduction,
+        allocation,
+        tolerance,
+        min_keep,
+        round_to=round_to,
+    )
 
 
 def solve_kernels(

@@ -86,3 +86,17 @@ def test_protected_layer_in_a_group_is_refused():
     m, x = Toy(), torch.zeros(1, 3, 2, 2)
     with pytest.raises(ConfigError, match="protected"):
         Structure(m, x, ["a", "c"], protected=["c"])
+
+
+def test_round_to_keeps_multiples_and_restores_the_best_removed(toy):
+    _, mm = toy
+    scores = {"a": torch.tensor([4.0, 1.0, 3.0, 2.0]), "b": torch.tensor([5.0, 6.0, 0.5, 7.0])}
+    # Removal order b[2], a[1], a[3]. With multiples of 2, removing b[2] alone keeps b at 4 and
+    # a[1] alone keeps a at 4: nothing is saved until a[3] goes — a keeps [0, 2] (scores 4, 3),
+    # b keeps all: 3·2·4 + 2·4·4 + 32 = 88 MACs, reduction 56/144.
+    plan = solve(scores, mm, 24 / 144, "global", tolerance=0.3, round_to=2)
+    assert plan.entries["a"].keep == [0, 2] and "b" not in plan.entries
+    assert mm.plan_macs(plan) == 88
+    assert solve(scores, mm, 24 / 144, "global").widths() == {"b": 3}  # unrounded: b keeps 3
+    with pytest.raises(ConfigError, match="round_to=0"):
+        solve(scores, mm, 0.2, "global", round_to=0)
