@@ -274,6 +274,7 @@ class LAPP(Method):
     threshold_init: float | None = None
     threshold_lr: float = 0.002
     prune_epochs: int | None = None
+    warmup_epochs: float = 0.0
     bypass: str = "conv1x1"
     project: bool = True
     finetune: bool = False
@@ -309,7 +310,8 @@ class LAPP(Method):
         hooks.install(ctx.model)
         total = max(ctx.baseline_epochs, ctx.compress_epochs)
         try:
-            ctx.train(total, hooks, "baseline")
+            warm = {"warmup_epochs": self.warmup_epochs} if self.warmup_epochs > 0 else {}
+            ctx.train(total, hooks, "baseline", **warm)
             plan = hooks.plan if hooks.frozen is not None else hooks.freeze(ctx.model)
         finally:
             hooks.remove()

@@ -83,8 +83,9 @@ class CompressContext:
         compress_epochs: the budget's training epochs for during-training methods.
         baseline_epochs: the budget's baseline epochs (a from-scratch method may train as long
             as the dense baseline did, so the two compare at the same total epochs).
-        train: ``train(epochs, hooks, recipe)`` trains ``model`` in place under the core's loop
-            (``recipe``: the task's ``"finetune"`` optimiser recipe by default, or ``"baseline"``).
+        train: ``train(epochs, hooks, recipe, **overrides)`` trains ``model`` in place under the
+            core's loop (``recipe``: the task's ``"finetune"`` optimiser recipe by default, or
+            ``"baseline"``; ``overrides``: fields of that :class:`OptimSpec` the method changes).
         calib_loader: ``calib_loader(fraction)`` → a loader over part of the training split.
         evaluate: ``evaluate(model)`` → the task's primary metric on the **validation** split,
             oriented so that higher is better (a lower-is-better metric, e.g. EPE, is negated;

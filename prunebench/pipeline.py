@@ -7,6 +7,7 @@ during-training) lives entirely inside ``Method.compress`` (see ``prunebench.met
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -122,6 +123,7 @@ class Pipeline:
         recipe: str,
         hooks: TrainingHooks | None = None,
         resume_key: str | None = None,
+        overrides: dict | None = None,
     ) -> None:
         """Train ``model`` in place for ``epochs``; keep the best validation epoch's weights.
 
@@ -133,9 +135,10 @@ class Pipeline:
         if stage in self.usage:
             self.usage[stage].add_passes(epochs)
         pl.seed_everything(self.seed + sum(map(ord, stage)), workers=True, verbose=False)
-        module = PruneModule(
-            model, self.task, self.task.recipe[recipe], stage, hooks, seed=self.seed
-        )
+        spec = self.task.recipe[recipe]
+        if overrides:  # a method's own change to the recipe (e.g. LAPP's warm-up)
+            spec = dataclasses.replace(spec, **overrides)
+        module = PruneModule(model, self.task, spec, stage, hooks, seed=self.seed)
         best = KeepBest(f"{stage}/val/{self.task.metric}", self.task.higher_is_better)
         keep_best = hooks is None or hooks.keep_best_epoch
         saver = None
@@ -256,8 +259,8 @@ class Pipeline:
             macs_reduction=float(self.cfg["target"]["macs_reduction"]),
             seed=self.seed,
             compress_epochs=int(self.cfg["budget"]["compress_epochs"]),
-            train=lambda epochs, hooks=None, recipe="finetune": self.fit(
-                model, "compress", epochs, recipe, hooks
+            train=lambda epochs, hooks=None, recipe="finetune", **overrides: self.fit(
+                model, "compress", epochs, recipe, hooks, overrides=overrides
             ),
             calib_loader=lambda fraction: self.usage["compress"].counted(
                 self.dm.calib_dataloader(fraction)
