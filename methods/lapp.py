@@ -82,7 +82,8 @@ TOLERANCE = 0.01  # |achieved − target| beyond which the projection runs
 class SoftMacs:
     """MACs as a function of the prunable groups' widths n_l (tensors, differentiable), with the
     shared counter's convention: a conv/linear in group a's outputs and group b's inputs costs
-    ``macs · (n_a / C_a) · (n_b / C_b)``; everything else is constant. At integer widths it equals
+    ``macs · (n_a / C_a) · (n_b / C_b)``; a conv reading a concat of several groups (an ASPP
+    projection) scales its input by ``(C_in − Σ C_g + Σ n_g) / C_in``; everything else is constant. At integer widths it equals
     ``MacModel.plan_macs`` of the filter plan with those widths."""
 
     def __init__(self, mac_model: MacModel) -> None:
@@ -94,23 +95,35 @@ class SoftMacs:
             for m in g.in_members
             if m in s.shapes and s.shapes[m][1] == g.size
         }
+        # A reader of a concat (DeepLab's ASPP projection) takes several groups at offsets of its
+        # C_in inputs: its input fraction is (C_in − Σ C_g + Σ n_g) / C_in.
+        concat: dict[str, list[str]] = {}
+        for r, g in s.groups.items():
+            for m in g.in_members:
+                if m in s.shapes and m not in in_of and s.shapes[m][1] > g.size:
+                    if g.reader_index(m, s.shapes[m][1]) is not None:
+                        concat.setdefault(m, []).append(r)
         self.sizes = s.sizes()
-        self.terms: list[tuple[int, str | None, str | None]] = []
+        self.terms: list[tuple[int, str | None, list[str], int]] = []
         self.constant = 0
         for name, macs in mac_model.per_module.items():
-            a, b = (out_of.get(name), in_of.get(name)) if name in s.shapes else (None, None)
-            if a is None and b is None:
+            a = out_of.get(name) if name in s.shapes else None
+            b = [in_of[name]] if name in in_of else concat.get(name, [])
+            if a is None and not b:
                 self.constant += macs
             else:
-                self.terms.append((macs, a, b))
+                c_in = s.shapes[name][1] if name in concat else self.sizes[b[0]] if b else 1
+                self.terms.append((macs, a, b, c_in))
 
     def __call__(self, widths: dict[str, torch.Tensor]) -> torch.Tensor:
         total = torch.tensor(float(self.constant), dtype=torch.float64)
-        for macs, a, b in self.terms:
+        for macs, a, b, c_in in self.terms:
             term = torch.tensor(float(macs), dtype=torch.float64)
-            for r in (a, b):
-                if r is not None:
-                    term = term * widths[r].double() / self.sizes[r]
+            if a is not None:
+                term = term * widths[a].double() / self.sizes[a]
+            if b:
+                kept = c_in - sum(self.sizes[r] for r in b) + sum(widths[r].double() for r in b)
+                term = term * kept / c_in
             total = total + term
         return total
 

@@ -235,3 +235,23 @@ def test_every_method_on_the_embedded_scenes(tmp_path, shared_cache, method):
     # The compressed checkpoint rebuilds the slimmed model: its counted MACs are the run's.
     loaded = load(rec["checkpoint"])
     assert count_macs(loaded, torch.zeros(1, 3, 32, 32)).total == rec["macs"]["realised"]
+
+
+def test_lapp_soft_macs_follow_the_aspp_concat_at_hard_masks():
+    """LAPP's differentiable MACs term (methods/lapp.py SoftMacs) reads the ASPP projection's
+    input as the concat of five branch groups: at hard masks it equals the shared count."""
+    from methods.lapp import LAPP
+
+    task = _task(encoder="resnet18", output_stride=16, input_size=32)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    method = LAPP(bypass="none")
+    prunable = method.prepare(model, task.prunable_layers(model))
+    x = torch.randn(1, 3, 32, 32)
+    ctx = CompressContext.build(model, x, prunable, task.protected_layers(model), 0.5, 0)
+    hooks = method.hooks(ctx)
+    for i, t in enumerate(hooks.t.values()):
+        t.data = torch.tensor(0.1 + 0.7 * (i % 5) / 4)  # 10 … 80 % of each layer cut
+    plan = hooks.plan_at(model)
+    assert "decoder.aspp.convs.4.1" in plan.entries
+    assert float(hooks.macs(model).detach()) == ctx.mac_model.plan_macs(plan)
