@@ -83,8 +83,9 @@ class SoftMacs:
     """MACs as a function of the prunable groups' widths n_l (tensors, differentiable), with the
     shared counter's convention: a conv/linear in group a's outputs and group b's inputs costs
     ``macs · (n_a / C_a) · (n_b / C_b)``; a conv reading a concat of several groups (an ASPP
-    projection) scales its input by ``(C_in − Σ C_g + Σ n_g) / C_in``; everything else is constant. At integer widths it equals
-    ``MacModel.plan_macs`` of the filter plan with those widths."""
+    projection) scales its input by ``(C_in − Σ C_g + Σ n_g) / C_in``; everything else is
+    constant. At integer widths it equals ``MacModel.plan_macs`` of the filter plan with those
+    widths."""
 
     def __init__(self, mac_model: MacModel) -> None:
         s = mac_model.structure
