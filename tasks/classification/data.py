@@ -47,7 +47,11 @@ class ImageTensorDataset(Dataset):
 
 class ClassificationData(pl.LightningDataModule):
     """Train / val / test datasets with seeded shuffling: the training order of epoch e is a
-    function of (seed, e) alone, so a resumed run reads the batches an uninterrupted one does."""
+    function of (seed, e) alone, so a resumed run reads the batches an uninterrupted one does.
+    Every task's data module is this one (or a subclass setting the two class attributes)."""
+
+    drop_last_train = False  # drop the last incomplete training batch (when there is a full one)
+    min_calib = 1  # the calibration subset's least size
 
     def __init__(
         self,
@@ -65,7 +69,23 @@ class ClassificationData(pl.LightningDataModule):
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.source, self.pin_memory = source, pin_memory
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+    @classmethod
+    def from_config(
+        cls, train: Dataset, val: Dataset, test: Dataset, batch_size: int, seed: int, data: dict
+    ) -> ClassificationData:
+        """The module for a task's splits under the run's ``data`` config (source, workers, pinning)."""
+        return cls(
+            train,
+            val,
+            test,
+            batch_size=batch_size,
+            seed=seed,
+            num_workers=int(data.get("num_workers", 0)),
+            source=data.get("source", "embedded"),
+            pin_memory=bool(data.get("pin_memory", False)),
+        )
+
+    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
         # The loader's own generator only seeds worker processes; the order is the sampler's.
         gen = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
@@ -73,13 +93,14 @@ class ClassificationData(pl.LightningDataModule):
             self.batch_size,
             sampler=EpochRandomSampler(ds, self.seed) if shuffle else None,
             generator=gen,
+            drop_last=drop_last and len(ds) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        return self._loader(self.train_set, True, self.drop_last_train)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False)
@@ -91,7 +112,7 @@ class ClassificationData(pl.LightningDataModule):
         """A seeded ``fraction`` of the training split, without augmentation-order randomness."""
         n = len(self.train_set)
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[
-            : max(1, int(fraction * n))
+            : max(self.min_calib, int(fraction * n))
         ]
         return self._loader(torch.utils.data.Subset(self.train_set, idx.tolist()), False)
 

@@ -93,14 +93,13 @@ class CifarClassification(Task):
         else:
             raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
         ds = lambda a, aug: ImageTensorDataset(a[0], np.asarray(a[1]), mean, std, augment=aug)  # noqa: E731
-        return ClassificationData(
+        return ClassificationData.from_config(
             ds(train, True),
             ds(val, False),
             ds(test, False),
-            batch_size=self.recipe["baseline"].batch_size,
-            seed=seed,
-            num_workers=int(data.get("num_workers", 0)),
-            source=source,
+            self.recipe["baseline"].batch_size,
+            seed,
+            data,
         )
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from tasks.classification.data import ClassificationData
 
 IGNORE = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -110,51 +111,10 @@ class SegmentationDataset(Dataset):
         return x, y
 
 
-class SegmentationData(pl.LightningDataModule):
-    """Train / val / test datasets with seeded shuffling; the training loader drops its last
-    incomplete batch (the ASPP's image-pooling BN needs more than one sample per batch)."""
+class SegmentationData(ClassificationData):
+    """Train / val / test datasets with seeded, per-epoch shuffling (``ClassificationData``'s);
+    the training loader drops its last incomplete batch and the calibration subset has at least
+    two samples (the ASPP's image-pooling BN needs more than one sample per batch)."""
 
-    def __init__(
-        self,
-        train: Dataset,
-        val: Dataset,
-        test: Dataset,
-        batch_size: int,
-        seed: int,
-        num_workers: int = 0,
-        source: str = "embedded",
-        pin_memory: bool = False,
-    ) -> None:
-        super().__init__()
-        self.train_set, self.val_set, self.test_set = train, val, test
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.source, self.pin_memory = source, pin_memory
-
-    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            ds,
-            self.batch_size,
-            shuffle=shuffle,
-            generator=gen,
-            drop_last=drop_last and len(ds) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
-
-    def calib_dataloader(self, fraction: float) -> DataLoader:
-        """A seeded ``fraction`` of the training split (at least two samples, for the BN)."""
-        n = len(self.train_set)
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        subset = torch.utils.data.Subset(self.train_set, idx[: max(2, int(fraction * n))].tolist())
-        return self._loader(subset, False)
+    drop_last_train = True
+    min_calib = 2

@@ -210,13 +210,11 @@ class Segmentation(Task):
             )
         else:
             raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
-        return SegmentationData(
+        return SegmentationData.from_config(
             train,
             val,
             test,
-            batch_size=self.recipe["baseline"].batch_size,
-            seed=seed,
-            num_workers=int(data.get("num_workers", 0)),
-            source=source,
-            pin_memory=bool(data.get("pin_memory", False)),
+            self.recipe["baseline"].batch_size,
+            seed,
+            data,
         )

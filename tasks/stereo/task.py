@@ -186,15 +186,13 @@ class StereoTask(Task):
             train, val, test = self._disk_splits(data, sizes)
         else:
             raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
-        return ClassificationData(
+        return ClassificationData.from_config(
             train,
             val,
             test,
-            batch_size=self.recipe["baseline"].batch_size,
-            seed=seed,
-            num_workers=int(data.get("num_workers", 0)),
-            source=source,
-            pin_memory=bool(data.get("pin_memory", False)),
+            self.recipe["baseline"].batch_size,
+            seed,
+            data,
         )
 
     def _disk_splits(self, data: dict, sizes: dict) -> tuple[FileStereo, FileStereo, FileStereo]:
