@@ -10,7 +10,7 @@ import signal
 import torch
 
 from prunebench.leaderboard import aggregate, failed_runs, render_markdown
-from tests.cli import records, run_py, start_py
+from tests.conftest import records, run_py, start_py
 
 SUMMARY = re.compile(r"sweep: (\d+) points — (\d+) ran, (\d+) skipped \(.*?\), (\d+) failed")
 # 3 finetune epochs of 2 batches, so a kill at epoch 2 leaves a checkpoint mid-stage
@@ -71,7 +71,7 @@ def test_two_sweeps_on_one_results_dir_lose_nothing(tmp_path):
 def test_diverging_run_leaves_a_failed_record_and_the_sweep_goes_on(tmp_path):
     from prunebench.claims import load_claims
     from prunebench.records import read_record
-    from tests.cli import ROOT
+    from tests.conftest import ROOT
 
     out = run_py(
         tmp_path,

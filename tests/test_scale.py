@@ -9,7 +9,7 @@ from pathlib import Path
 from prunebench.pipeline import Pipeline
 from prunebench.records import read_record
 from prunebench.validate import weights_sha256
-from tests.cli import records, run_py
+from tests.conftest import records, run_py
 
 RANK_LINE = re.compile(r"rank (\d): compressed model sha256 ([0-9a-f]{64}) \(ranks agree\)")
 
