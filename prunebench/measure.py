@@ -104,3 +104,20 @@ def measure_latency_ms(
 ) -> dict[str, float]:
     """Median (and min/max) wall time of one forward pass, in milliseconds, on the input's device."""
     return measure_latency_paired({"model": model}, example_batch, repeats, warmup)["model"]
+
+
+def latency_entry(
+    dense: nn.Module, compressed: nn.Module, batch: torch.Tensor, repeats: int, warmup: int
+) -> dict:
+    """The record's ``latency`` field: both models timed interleaved on the CPU at ``batch``."""
+    ms = measure_latency_paired({"dense": dense, "compressed": compressed}, batch, repeats, warmup)
+    dense_ms, comp_ms = ms["dense"]["median_ms"], ms["compressed"]["median_ms"]
+    return {
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "order": "interleaved",
+        "batch": int(batch.shape[0]),
+        "dense_median_ms": dense_ms,
+        "compressed_median_ms": comp_ms,
+        "speedup": dense_ms / comp_ms,
+    }

@@ -30,7 +30,7 @@ from prunebench.baseline import baseline_key, load_or_train
 from prunebench.checkpoint import save_compressed
 from prunebench.errors import ConfigError, PrunebenchError, RecordError, TrainingDiverged
 from prunebench.masks import remove_masks
-from prunebench.measure import count_macs, count_params, measure_latency_paired
+from prunebench.measure import count_macs, count_params, latency_entry
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
 from prunebench.provenance import git_commit
@@ -435,19 +435,7 @@ class Pipeline:
         latency = None
         if lat.get("batch"):
             batch = self.task.example_input(int(lat["batch"]))
-            ms = measure_latency_paired(
-                {"dense": baseline, "compressed": compressed}, batch, lat["repeats"], lat["warmup"]
-            )
-            dense_ms, comp_ms = ms["dense"]["median_ms"], ms["compressed"]["median_ms"]
-            latency = {
-                "device": "cpu",
-                "threads": torch.get_num_threads(),
-                "order": "interleaved",
-                "batch": int(lat["batch"]),
-                "dense_median_ms": dense_ms,
-                "compressed_median_ms": comp_ms,
-                "speedup": dense_ms / comp_ms,
-            }
+            latency = latency_entry(baseline, compressed, batch, lat["repeats"], lat["warmup"])
         rows = report.layer_rows(baseline, compressed, macs_dense, macs_comp)
         self.tracker.log_layers(rows)
         # Analytic MACs count surviving kernels; realised MACs are what the slimmed model computes
