@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import logging
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,23 +23,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from prunebench import distributed, report
+from prunebench import assemble, distributed, report
 from prunebench.baseline import baseline_key, load_or_train
-from prunebench.checkpoint import save_compressed
-from prunebench.errors import ConfigError, PrunebenchError, RecordError, TrainingDiverged
-from prunebench.masks import remove_masks
-from prunebench.measure import count_macs, count_params, latency_entry
+from prunebench.errors import ConfigError, PrunebenchError, RecordError
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
-from prunebench.provenance import git_commit
-from prunebench.records import SCHEMA_VERSION, file_lock, read_record, write_record
+from prunebench.records import file_lock, read_record, write_record
 from prunebench.resume import StageCheckpoint
 from prunebench.slim import slim
 from prunebench.structure import MacModel
 from prunebench.target import validate_target
 from prunebench.tracking import Tracker
 from prunebench.usage import TrainUsage
-from prunebench.validate import check_writable, validate_config, weights_sha256
+from prunebench.validate import check_writable, validate_config
 from tasks.base import Task
 
 VOLATILE_KEYS = ("paths", "logger", "overwrite", "force")  # do not change a run's numbers
@@ -313,7 +307,7 @@ class Pipeline:
         except Exception as exc:
             self.outcome = "failed"
             if self.rank_zero and not (previous and previous["status"] == "ok"):
-                write_record(self._failed(exc), self.record_path)
+                write_record(assemble.failed(self, exc), self.record_path)
             self.tracker.finish({"status": "failed"})
             raise
         self.outcome = "ran"
@@ -339,7 +333,7 @@ class Pipeline:
             )
         test = self._timed("evaluate", self.evaluate, compressed, "test")
         self.stage = "record"
-        return self._record(baseline, compressed, plan, mac_model, info, test)
+        return assemble.completed(self, baseline, compressed, plan, mac_model, info, test)
 
     @property
     def finetune_epochs(self) -> int:
@@ -347,136 +341,3 @@ class Pipeline:
         without finetuning with ``budget.finetune_epochs=0`` (the record says 0 and the
         leaderboard pools them apart)."""
         return int(self.cfg["budget"]["finetune_epochs"]) if self.method.finetune else 0
-
-    def _identity(self) -> dict[str, Any]:
-        """The record's fields that are known before anything runs."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": uuid.uuid4().hex[:12],
-            "point_id": self.point_id,
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git_commit(),
-            "task": self.task.name,
-            "method": self.cfg["method"]["name"],
-            "method_hparams": self.method.hparams(),
-            "seed": self.seed,
-            "budget": self.cfg["budget"]["name"],
-            "data_source": self.cfg["data"]["source"],
-            "target_macs_reduction": (
-                float(self.cfg["target"]["macs_reduction"]) if self.method.uses_target else None
-            ),
-            "metric": f"test/{self.task.metric}",
-            "higher_is_better": self.task.higher_is_better,
-            "stage_seconds": self.stage_seconds,
-            "finetune_epochs": self.finetune_epochs,
-            "config": self.cfg,
-        }
-
-    def _failed(self, exc: BaseException) -> dict[str, Any]:
-        failure = {"stage": self.stage, "reason": f"{type(exc).__name__}: {exc}"}
-        if isinstance(exc, TrainingDiverged):
-            failure.update(stage=exc.stage, epoch=exc.epoch, step=exc.step)
-        where = f"{failure['stage']} stage" + (
-            f", epoch {failure['epoch']}" if "epoch" in failure else ""
-        )
-        return {
-            **self._identity(),
-            "status": "failed",
-            "failure_reason": f"{where}: {failure['reason']}",
-            "failure": failure,
-            "achieved_macs_reduction": 0.0,
-            "baseline": {
-                "hash": baseline_key(self.cfg),
-                "recipe_hash": baseline_key(self.cfg, with_seed=False),
-                "source": "none",
-                "test": {},
-            },
-            "test": {},
-            "macs": {"dense": 0, "compressed": 0},
-            "params": {"dense": 0, "compressed": 0},
-            "latency": None,
-            "plan_widths": {},
-            "wandb": None,
-        }
-
-    def _ranks_agree(self, compressed: nn.Module, plan) -> list[str]:
-        """Every rank's checksum of the compressed model (weights, buffers and plan); under DDP
-        they must agree — the methods decide once, identically on every rank."""
-        digest = weights_sha256(compressed, plan.to_dict())
-        digests = distributed.gather(digest)
-        if len(set(digests)) > 1:
-            raise RuntimeError(f"DDP ranks disagree on the compressed model: sha256 {digests}")
-        if len(digests) > 1:
-            print(f"rank {distributed.rank()}: compressed model sha256 {digest} (ranks agree)")
-        return digests
-
-    def _record(self, baseline, compressed, plan, mac_model, info, test) -> dict[str, Any]:
-        example = self.task.example_input()
-        macs_dense, macs_comp = count_macs(baseline, example), count_macs(compressed, example)
-        compressed = remove_masks(copy.deepcopy(compressed), bake=True)  # as deployed
-        ranks = self._ranks_agree(compressed, plan)
-        if not self.rank_zero:  # rank 0 alone measures and writes; this rank's part is done
-            return {"status": "ok", "metric": f"test/{self.task.metric}", "test": test}
-        checkpoint = save_compressed(
-            Path(self.cfg["paths"]["runs_dir"])
-            / "checkpoints"
-            / self.task.name
-            / f"{self.point_id}.pt",
-            self.cfg["task"],
-            plan,
-            compressed,
-            {
-                "method": self.cfg["method"]["name"],
-                "hparams": self.method.hparams(),
-                "seed": self.seed,
-            },
-        )
-        lat = self.cfg["budget"]["latency"]
-        latency = None
-        if lat.get("batch"):
-            batch = self.task.example_input(int(lat["batch"]))
-            latency = latency_entry(baseline, compressed, batch, lat["repeats"], lat["warmup"])
-        rows = report.layer_rows(baseline, compressed, macs_dense, macs_comp)
-        self.tracker.log_layers(rows)
-        # Analytic MACs count surviving kernels; realised MACs are what the slimmed model computes
-        # (kernel-masked convs stay dense). They agree for filter plans.
-        macs_analytic = mac_model.plan_macs(plan)
-        achieved = 1 - macs_analytic / macs_dense.total
-        summary = {**test, "macs_reduction": achieved, "macs": macs_analytic}
-        return {
-            **self._identity(),
-            "status": "ok",
-            "failure_reason": None,
-            "achieved_macs_reduction": achieved,
-            "baseline": {
-                "hash": info["hash"],
-                "recipe_hash": baseline_key(self.cfg, with_seed=False),
-                "source": info["source"],
-                "pretrained": info.get("pretrained"),
-                "val": {k: v for k, v in info["metrics"].items() if k.startswith("val/")},
-                "test": {k: v for k, v in info["metrics"].items() if k.startswith("test/")},
-            },
-            "test": test,
-            "macs": {
-                "dense": macs_dense.total,
-                "compressed": macs_analytic,
-                "realised": macs_comp.total,
-            },
-            "params": {"dense": count_params(baseline), "compressed": count_params(compressed)},
-            "latency": latency,
-            "plan_widths": plan.widths(),
-            "train_samples": {
-                "split": self.usage["compress"].split,
-                **{stage: u.to_dict() for stage, u in self.usage.items()},
-                "compress_val_passes": self.val_passes,
-            },
-            "method_notes": self.method.notes(),
-            "checkpoint": str(checkpoint),
-            "weights_sha256": ranks[0],
-            **(
-                {"distributed": {"world_size": len(ranks), "weights_sha256": ranks}}
-                if len(ranks) > 1
-                else {}
-            ),
-            "wandb": self.tracker.finish(summary),
-        }
