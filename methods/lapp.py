@@ -61,6 +61,8 @@ finetune: the budget's epochs are spent).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -127,6 +129,32 @@ class SoftMacs:
                 term = term * kept / c_in
             total = total + term
         return total
+
+
+def masked_batch_norm(
+    bn: nn.modules.batchnorm._BatchNorm, mask: Callable[[], torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """``bn(x) · mask()`` per channel, computed as BN with affine ``(γ·m, β·m)``: torch's
+    ``_BatchNorm.forward`` (running statistics, momentum, ``num_batches_tracked``) with the
+    masked affine."""
+    m = mask().to(bn.weight)
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep_stats = not bn.training or bn.track_running_stats
+    return nn.functional.batch_norm(
+        x,
+        bn.running_mean if keep_stats else None,
+        bn.running_var if keep_stats else None,
+        bn.weight * m,
+        bn.bias * m,
+        batch_stats,
+        factor,
+        bn.eps,
+    )
 
 
 class LAPPHooks(TrainingHooks):
@@ -202,22 +230,35 @@ class LAPPHooks(TrainingHooks):
         return self.soft_macs(widths)
 
     # -- training hooks ---------------------------------------------------------------------
+    def mask(self, model: nn.Module, root: str) -> torch.Tensor:
+        """The mask one forward applies: the frozen one after the freeze, else straight-through."""
+        return self.frozen[root] if self.frozen is not None else self.masks(model, root)[0]
+
     def install(self, model: nn.Module) -> None:
+        """Mask each group's BN output. A plain BatchNorm gets the mask folded into its affine,
+        ``BN(x; γ·m, β·m) = m · BN(x; γ, β)``: C multiplies instead of N·C·H·W, the same output and
+        gradients (straight-through included). Any other BN (SyncBatchNorm, a subclass) keeps a
+        forward hook that multiplies its output."""
         for root in self.roots:
             bn = model.get_submodule(self.bn[root])
+            if type(bn) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) and bn.affine:
+                mask = functools.partial(self.mask, model, root)
+                bn.forward = functools.partial(masked_batch_norm, bn, mask)
+                self.handles.append(bn)
+                continue
 
             def mask_output(module, inputs, output, root=root):
-                if self.frozen is not None:
-                    m = self.frozen[root].to(output)
-                else:
-                    m = self.masks(model, root)[0].to(output)
+                m = self.mask(model, root).to(output)
                 return output * m.view(1, -1, *[1] * (output.dim() - 2))
 
             self.handles.append(bn.register_forward_hook(mask_output))
 
     def remove(self) -> None:
         for h in self.handles:
-            h.remove()
+            if isinstance(h, nn.Module):
+                del h.forward  # back to the class's forward
+            else:
+                h.remove()
         self.handles = []
 
     def epoch_start(self, model: nn.Module, epoch: int) -> None:

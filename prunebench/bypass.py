@@ -10,6 +10,16 @@ parameters: the shared counter (``prunebench.measure``) counts its MACs and para
 dependency graph couples its input channels to the conv's inputs and its output channels to the
 conv's outputs (a sum, as a residual is), so slimming a plan shrinks it with the conv
 (``tests/test_lapp.py`` checks masked ≡ slimmed).
+
+Speed: in a training forward the branch is folded into the conv's kernel and one conv runs,
+``conv(x; W + pad(B))`` for a 1×1 branch (its weight at the kernel's centre tap, which reads the
+same input pixel at every stride and dilation) and ``W + pad(P·D)`` for the depth-wise one (the
+3×3 depth-wise kernel D times the 1×1 P, when the conv is undilated) — the structural
+re-parameterisation of RepVGG (Ding et al., CVPR 2021). It is the same linear function, so the
+outputs and every parameter's gradient are those of the two-branch sum up to float rounding
+(``tests/test_lapp.py``); it removes most of the branch's cost (``benchmarks/method_overhead.py``).
+Evaluation, the MACs counter and the tracer see the two branches, and a branch or conv carrying
+hooks is never folded.
 """
 
 from __future__ import annotations
@@ -28,7 +38,30 @@ class Bypassed(nn.Module):
         self.conv, self.bypass = conv, make_bypass(conv, kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled() and self._foldable():
+            return self.conv._conv_forward(x, self.conv.weight + self.folded(), self.conv.bias)
         return self.conv(x) + self.bypass(x)
+
+    def _foldable(self) -> bool:
+        k, d = self.conv.kernel_size, self.conv.dilation
+        if any(size % 2 == 0 for size in k) or (self.kind == "dwconv3x3" and set(d) != {1}):
+            return False
+        if self.kind == "dwconv3x3" and min(k) < 3:
+            return False
+        parts = [self.conv, *self.bypass.modules()]
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
+
+    def folded(self) -> torch.Tensor:
+        """The branch as a kernel of the conv's size (differentiable in the branch's weights)."""
+        if self.kind == "conv1x1":
+            branch = self.bypass.weight
+        else:
+            depthwise, pointwise = self.bypass[0].weight, self.bypass[1].weight
+            branch = pointwise * depthwise.transpose(0, 1)  # (O, I, 1…) · (1, I, 3…)
+        pad = []
+        for k, b in zip(reversed(self.conv.kernel_size), reversed(branch.shape[2:]), strict=True):
+            pad += [(k - b) // 2] * 2
+        return nn.functional.pad(branch, pad)
 
     @property
     def kind(self) -> str:

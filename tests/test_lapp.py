@@ -198,3 +198,88 @@ def test_bypass_is_a_layer_replacement_that_keeps_the_function_at_zero_branch():
     add_bypasses(model, ["3"], "conv1x1")
     model.get_submodule("3.bypass").weight.data.zero_()
     torch.testing.assert_close(model(x), before)
+
+
+def _two_branch(module: Bypassed, x: torch.Tensor) -> torch.Tensor:
+    return module.conv(x) + module.bypass(x)
+
+
+@pytest.mark.parametrize(
+    ("kind", "conv"),
+    [
+        ("conv1x1", nn.Conv2d(4, 6, 3, padding=1, stride=2)),
+        ("conv1x1", nn.Conv2d(4, 6, 3, padding=2, dilation=2, bias=False)),
+        ("conv1x1", nn.Conv3d(4, 6, 3, padding=1, bias=False)),
+        ("dwconv3x3", nn.Conv2d(4, 6, 3, padding=1, stride=2, bias=False)),
+        ("dwconv3x3", nn.Conv2d(4, 6, 5, padding=2)),
+    ],
+)
+def test_folded_training_forward_equals_the_two_branch_sum_with_the_same_gradients(kind, conv):
+    torch.manual_seed(0)
+    module = Bypassed(conv, kind).train()
+    assert module._foldable()
+    x = torch.randn(2, 4, *[7] * (conv.weight.dim() - 2))
+    grads = []
+    for forward in (module, lambda x: _two_branch(module, x)):
+        module.zero_grad()
+        out = forward(x)
+        (out * torch.arange(out.numel()).view_as(out).sin()).sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in module.parameters()]))
+    (fused, g_fused), (plain, g_plain) = grads
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_fused, g_plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_folding_is_skipped_where_it_would_change_what_runs():
+    dilated = Bypassed(nn.Conv2d(4, 6, 3, padding=2, dilation=2), "dwconv3x3").train()
+    assert not dilated._foldable()  # the depth-wise branch reads other taps than the conv
+    hooked = Bypassed(nn.Conv2d(4, 6, 3, padding=1), "conv1x1").train()
+    seen = []
+    hooked.bypass.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    hooked(torch.randn(1, 4, 5, 5))
+    assert seen == [torch.Size([1, 6, 5, 5])]  # a hook on the branch still fires
+
+
+def test_masks_folded_into_batch_norm_equal_multiplying_its_output():
+    """LAPPHooks fold the straight-through mask into γ and β: output, every gradient (γ, β, the
+    input, the thresholds) and the running statistics equal the output-multiplying hook's."""
+    results = []
+    for fold in (True, False):
+        ctx, method, x = _resnet20("conv1x1")
+        ctx.model.train()
+        hooks = method.hooks(ctx)
+        for i, t in enumerate(hooks.t.values()):
+            t.data = torch.tensor(0.2 + 0.05 * i)
+        if not fold:  # the reference: a subclass is not folded, so it gets the output hook
+            for root in hooks.roots:
+                bn = ctx.model.get_submodule(hooks.bn[root])
+                bn.__class__ = type("BN", (nn.BatchNorm2d,), {})
+        hooks.install(ctx.model)
+        assert isinstance(hooks.handles[0], nn.Module) == fold
+        x = x.clone().requires_grad_(True)
+        out = ctx.model(x)
+        (out.square().sum() + hooks.extra_loss(ctx.model, 0)).backward()
+        hooks.remove()
+        bn = ctx.model.get_submodule(hooks.bn[hooks.roots[0]])
+        results.append(
+            (
+                out.detach(),
+                x.grad,
+                [t.grad for t in hooks.t.values()],
+                bn.weight.grad,
+                bn.running_mean.clone(),
+                int(bn.num_batches_tracked),
+            )
+        )
+    folded, hooked = results
+    for a, b in zip(folded, hooked, strict=True):
+        if isinstance(a, list):
+            for p, q in zip(a, b, strict=True):
+                torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+        elif isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        else:
+            assert a == b == 1
+    assert any(float(g) != 0.0 for g in folded[2])  # the thresholds got a gradient
+    assert "forward" not in vars(ctx.model.get_submodule(hooks.bn[hooks.roots[0]]))
