@@ -49,9 +49,11 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def task_from_conf(name: str):
-    """The task ``conf/task/<name>.yaml`` describes, instantiated as the pipeline does."""
+def task_from_conf(name: str, **overrides):
+    """The task ``conf/task/<name>.yaml`` describes, instantiated as the pipeline does, with
+    ``overrides`` (top-level task keys, e.g. a smaller ``input_size``) merged in."""
     cfg = OmegaConf.load(ROOT / "conf" / "task" / f"{name}.yaml")
+    cfg = OmegaConf.merge(cfg, overrides)
     return instantiate(cfg, _convert_="all")
 
 

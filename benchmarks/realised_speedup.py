@@ -175,20 +175,36 @@ def tp_magnitude(model: nn.Module, x1: torch.Tensor, reduction: float) -> tuple[
     return best
 
 
-def child(net: str, name: str, batch: int, size: int, reduction: float) -> None:
+def _hw(x1: torch.Tensor, size: int) -> tuple[int, int]:
+    """The timed input's (h, w): the example's own when ``size`` is its width, else size²."""
+    return tuple(x1.shape[-2:]) if size == x1.shape[-1] else (size, size)
+
+
+def psmnet_overrides(args: argparse.Namespace) -> dict:
+    """PSMNet at the paper's width, a smaller input and maxdisp; the SPP pools scaled with the
+    1/4-resolution map (the paper's 64/32/16/8 at 256×512)."""
+    h = args.psmnet_input[0]
+    return {
+        "input_size": list(args.psmnet_input),
+        "maxdisp": args.psmnet_maxdisp,
+        "spp_pools": [max(1, p * h // 256) for p in (64, 32, 16, 8)],
+    }
+
+
+def child(net: str, name: str, batch: int, size: int, args: argparse.Namespace) -> None:
     """One model's memory process: build it again (plans are deterministic; kernel-masked models
     cannot be pickled) and run three forward passes."""
     torch.set_num_threads(1)
-    task = task_from_conf(NETS.get(net, net))
+    task = task_from_conf(NETS.get(net, net), **(psmnet_overrides(args) if net == "psmnet" else {}))
     if name.startswith("dense"):
         torch.manual_seed(0)
         model = trained_like(task.build_model())
     else:
-        model = plan_and_slim(name.removesuffix("_channels_last"), task, reduction)[0]
+        model = plan_and_slim(name.removesuffix("_channels_last"), task, args.reduction)[0]
     if name.endswith("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     x1 = task.example_input(1)
-    x = torch.randn(batch, *x1.shape[1:-2], size, size)
+    x = torch.randn(batch, *x1.shape[1:-2], *_hw(x1, size))
     with torch.no_grad(), PhasePeak() as peak:
         for _ in range(3):
             model(x)
@@ -212,12 +228,21 @@ def main() -> None:
         default=["resnet56"],
         help="nets whose peak RSS is measured (each model re-planned in its own process)",
     )
+    p.add_argument(
+        "--psmnet",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time PSMNet (paper channels) at --psmnet-input / --psmnet-maxdisp, batch 1",
+    )
+    p.add_argument("--psmnet-input", nargs=2, type=int, default=[128, 256], metavar=("H", "W"))
+    p.add_argument("--psmnet-maxdisp", type=int, default=96)
+    p.add_argument("--psmnet-repeats", type=int, default=10)
     p.add_argument("--out", default="results/benchmarks/realised_speedup.json")
     p.add_argument("--child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         net, name, batch, size = args.child
-        return child(net, name, int(batch), int(size), args.reduction)
+        return child(net, name, int(batch), int(size), args)
     torch.set_num_threads(args.threads)
     methods = args.methods.split(",")
     if set(methods) - set(METHODS):
@@ -226,11 +251,11 @@ def main() -> None:
     stereo, why = optional_task("tasks.stereo")
     if why:
         failures.append({"net": "psmnet", "method": "all", "why": why})
-    for name in stereo:  # PSMNet, at its task's example input, batch 1 only
-        NETS[name] = name
-        args.nets.append(name)
+    if stereo and args.psmnet:  # the paper's PSMNet (full width) at a smaller input, batch 1
+        NETS["psmnet"] = "stereo_psmnet_sceneflow"
+        args.nets.append("psmnet")
     for net in args.nets:
-        task = task_from_conf(NETS[net])
+        task = task_from_conf(NETS[net], **(psmnet_overrides(args) if net == "psmnet" else {}))
         torch.manual_seed(0)
         dense = trained_like(task.build_model())
         x1 = task.example_input(1)
@@ -238,6 +263,13 @@ def main() -> None:
         models = {"dense": dense}
         info = {}
         for name in methods:
+            if net == "psmnet" and name in ("cap", "tp_magnitude"):
+                why = {
+                    "cap": "its benchmark calibration labels are classification argmaxes",
+                    "tp_magnitude": "its ignored layers are named for the ResNets",
+                }[name]
+                failures.append({"net": net, "method": name, "why": f"not planned: {why}"})
+                continue
             if name == "cap" and net == "resnet50":
                 failures.append(
                     {
@@ -257,7 +289,7 @@ def main() -> None:
             models[name] = slimmed
             info[name] = {"plan_macs": plan_macs, "realised_macs": count_macs(slimmed, x1).total}
             print(f"{net} {name}: planned, MACs −{100 * (1 - plan_macs / dense_macs):.1f} %")
-        if "magnitude" in models:
+        if "magnitude" in models and net != "psmnet":  # PSMNet mixes 2D and 3D convs
             models["dense_channels_last"] = copy.deepcopy(dense).to(
                 memory_format=torch.channels_last
             )
@@ -267,11 +299,11 @@ def main() -> None:
             info["magnitude_channels_last"] = info["magnitude"]
         size = x1.shape[-1]
         for batch in args.batches if net in ("resnet56", "resnet50") else [1]:
-            s, reps = size, args.repeats
+            s, reps = size, args.psmnet_repeats if net == "psmnet" else args.repeats
             if net == "resnet50" and batch > 8:
                 s, reps = args.r50_b64_size, args.r50_b64_repeats
             x = torch.randn(
-                batch, *x1.shape[1:-2], s, s, generator=torch.Generator().manual_seed(1)
+                batch, *x1.shape[1:-2], *_hw(x1, s), generator=torch.Generator().manual_seed(1)
             )
             t = measure_latency_paired(models, x, reps, args.warmup)
             timings.append({"net": net, "batch": batch, "size": s, "latency": t})
