@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision
 import yaml
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -192,6 +193,16 @@ def test_poly_schedule_and_backbone_lr_multiplier():
     assert sum(p.numel() for p in groups[0]["params"]) == count_params(model.encoder)
     with pytest.raises(ConfigError, match="backbone"):
         lr_groups(model, 0.01, {"backbone": 0.1})
+
+
+def test_a_tier_may_swap_recipe_fields_of_a_stage_and_names_a_bad_stage():
+    task = _task(tier={"recipe": {"baseline": {"lr_mult": {"encoder": 1.0}}}})
+    assert task.recipe["baseline"].lr_mult == {"encoder": 1.0}
+    assert task.recipe["baseline"].lr == 0.01 and task.recipe["baseline"].schedule == "poly"
+    assert task.recipe["finetune"].lr_mult == {"encoder": 0.1}  # untouched stage
+    bad = (ConfigError, InstantiationException)  # hydra wraps it; the pipeline unwraps it
+    with pytest.raises(bad, match=r"\['pretrain'\].*\['baseline', 'finetune'\]"):
+        _task(tier={"recipe": {"pretrain": {"lr": 1.0}}})
 
 
 # Smoke-tier shortcuts that keep each run to seconds without changing what is checked: KCP in

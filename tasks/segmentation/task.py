@@ -29,7 +29,15 @@ from tasks.segmentation.embedded import make_scenes
 from tasks.segmentation.model import build_deeplab, load_backbone
 
 SOURCES = ("embedded", "disk")
-TIER_KEYS = ("encoder", "output_stride", "decoder_channels", "input_size", "crop_size", "embedded")
+TIER_KEYS = (
+    "encoder",
+    "output_stride",
+    "decoder_channels",
+    "input_size",
+    "crop_size",
+    "embedded",
+    "recipe",  # stage → recipe fields that replace the task's (a random-init encoder's lr_mult)
+)
 ASPP = ("convs.0.0", "convs.1.0", "convs.2.0", "convs.3.0", "convs.4.1", "project.0")
 DECODER_PRUNABLE = {  # the head conv's input (decoder.conv / block2) stays whole
     "deeplabv3": tuple(f"decoder.aspp.{n}" for n in ASPP),
@@ -97,13 +105,18 @@ class Segmentation(Task):
         smoke: dict | None = None,
         tier: dict | None = None,
     ) -> None:
-        super().__init__(name, recipe, paper)
         unknown = sorted(set(tier or {}) - set(TIER_KEYS))
         if unknown:
             raise ConfigError(
                 f"task.tier keys {unknown} cannot be swapped by a tier; choices: {TIER_KEYS}"
             )
         t = dict(tier or {})
+        stages = sorted(set(t.get("recipe") or {}) - set(recipe))
+        if stages:
+            raise ConfigError(f"task.tier recipe stages {stages}; choices: {sorted(recipe)}")
+        swapped = t.get("recipe") or {}
+        recipe = {stage: {**spec, **swapped.get(stage, {})} for stage, spec in recipe.items()}
+        super().__init__(name, recipe, paper)
         self.dataset, self.num_classes, self.arch = dataset, num_classes, arch
         self.encoder = t.get("encoder", encoder)
         self.output_stride = int(t.get("output_stride", output_stride))
