@@ -17,6 +17,7 @@ from prunebench.plan import Plan
 
 @dataclass
 class Magnitude(Method):
+    core_filter_solve = True  # target.round_to applies
     allocation: str = "uniform"
 
     def compress(self, ctx: CompressContext) -> Plan:

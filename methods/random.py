@@ -13,6 +13,7 @@ from prunebench.plan import Plan
 
 @dataclass
 class Random(Method):
+    core_filter_solve = True  # target.round_to applies
     allocation: str = "uniform"
 
     def compress(self, ctx: CompressContext) -> Plan:

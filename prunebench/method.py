@@ -105,6 +105,7 @@ class CompressContext:
     evaluate: Callable[[nn.Module], float] | None = None
     device: str = "cpu"
     baseline_epochs: int = 0
+    round_to: int = 1
 
     @classmethod
     def build(
@@ -121,6 +122,7 @@ class CompressContext:
         evaluate: Callable[[nn.Module], float] | None = None,
         device: str = "cpu",
         baseline_epochs: int = 0,
+        round_to: int = 1,
     ) -> CompressContext:
         """A context for ``model``: its structure and MAC model traced on ``example_input``;
         ``train`` defaults to no training (unit tests, benchmarks)."""
@@ -137,11 +139,15 @@ class CompressContext:
             evaluate,
             device,
             baseline_epochs,
+            round_to,
         )
 
     def solve(self, scores: dict[str, torch.Tensor], allocation: str = "global") -> Plan:
-        """Plan that prunes the lowest scores to hit the target (see ``prunebench.target``)."""
-        return solve(scores, self.mac_model, self.macs_reduction, allocation)
+        """Plan that prunes the lowest scores to hit the target (see ``prunebench.target``),
+        every group's kept width a multiple of ``round_to`` (``target.round_to``)."""
+        return solve(
+            scores, self.mac_model, self.macs_reduction, allocation, round_to=self.round_to
+        )
 
     def solve_kernels(
         self,
@@ -197,6 +203,9 @@ class Method:
         finetune: whether the finetune stage runs after compression (False: 0 epochs, whatever
             the budget says; a method may make it a config field, as TRP and CaP do).
         uses_target: whether the plan is solved for ``target.macs_reduction``.
+        core_filter_solve: whether the plan is the core's filter solve (:meth:`CompressContext.
+            solve`), the one ``target.round_to`` rounds; a method that sets its widths itself
+            refuses ``round_to > 1`` rather than ignore it.
     """
 
     start: ClassVar[str] = "baseline"
@@ -204,6 +213,7 @@ class Method:
     uses_target: ClassVar[bool] = (
         True  # False: the method sets its own reduction (record: no target)
     )
+    core_filter_solve: ClassVar[bool] = False
 
     @property
     def name(self) -> str:

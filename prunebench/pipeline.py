@@ -67,9 +67,26 @@ def _instantiate(group: str, cfg: dict[str, Any]) -> Any:
         ) from None
 
 
+def round_to(cfg: dict[str, Any], method: Method) -> int:
+    """``target.round_to``: an integer ≥ 1; > 1 only for a method whose plan is the core's filter
+    solve (it would otherwise be silently ignored)."""
+    value = cfg["target"].get("round_to", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"target.round_to={value!r}: an integer ≥ 1 (1: widths not rounded)")
+    if value > 1 and method.uses_target and not method.core_filter_solve:
+        raise ConfigError(
+            f"target.round_to={value} rounds the filter plans the core solves (methods magnitude, "
+            f"random); method {cfg['method']['name']!r} sets its widths itself: use round_to=1"
+        )
+    return value
+
+
 def point_id(cfg: dict[str, Any]) -> str:
-    """A run point's identity: readable fields plus a hash of everything that changes numbers."""
+    """A run point's identity: readable fields plus a hash of everything that changes numbers
+    (``target.round_to`` only when it rounds, so records made before the option keep their id)."""
     ident = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS}
+    if ident.get("target", {}).get("round_to", 1) == 1:
+        ident["target"] = {k: v for k, v in ident["target"].items() if k != "round_to"}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[
         :10
     ]
@@ -92,6 +109,7 @@ class Pipeline:
         self.method: Method = _instantiate("method", method_cfg)
         if self.method.start not in ("baseline", "scratch"):
             raise ConfigError(f"method start={self.method.start!r}; choices: baseline, scratch")
+        self.round_to = round_to(self.cfg, self.method)
         if self.task.pretrained_path() is not None:  # a bad file fails now, not after the data
             self.task.load_pretrained(self.task.build_model())
         self.point_id = point_id(self.cfg)
@@ -251,6 +269,7 @@ class Pipeline:
             prunable,
             self.task.protected_layers(model),
             macs_reduction=float(self.cfg["target"]["macs_reduction"]),
+            round_to=self.round_to,
             seed=self.seed,
             compress_epochs=int(self.cfg["budget"]["compress_epochs"]),
             train=lambda epochs, hooks=None, recipe="finetune", **overrides: self.fit(

@@ -151,6 +151,11 @@ def solve_units(
         raise ConfigError(
             f"{allocation} allocation reaches {achieved:.4f}, not within {tolerance} of "
             f"target.macs_reduction={target}: one unit removes too many MACs at this size"
+            + (
+                f" (widths rounded to multiples of target.round_to={round_to})"
+                if round_to > 1
+                else ""
+            )
         )
     return plan
 

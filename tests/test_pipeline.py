@@ -145,3 +145,19 @@ def test_baseline_key_covers_what_determines_the_baseline(cfg_factory):
     assert key("task.paper.compress_epochs=1") == base  # the paper block reaches it via the budget
     assert key("seed=1") != base and key("seed=1", with_seed=False) == key(with_seed=False)
     assert key("budget.baseline_epochs=2") != base and key("task.depth=56") != base
+
+
+def test_round_to_rounds_kept_widths_and_joins_the_point_id_only_when_it_rounds(cfg_factory):
+    from prunebench.pipeline import point_id
+
+    common = ("method=magnitude", "method.allocation=global", "target.macs_reduction=0.3")
+    exact = Pipeline(cfg_factory(*common)).run()
+    rounded = Pipeline(cfg_factory(*common, "target.round_to=8")).run()
+    assert any(w % 8 for w in exact["plan_widths"].values())  # 0.3 of 16/32/64 is not on 8s
+    assert all(w % 8 == 0 for w in rounded["plan_widths"].values())
+    assert rounded["achieved_macs_reduction"] >= 0.3 - 0.01
+    assert rounded["config"]["target"]["round_to"] == 8
+    assert rounded["point_id"] != exact["point_id"]
+    cfg = dict(exact["config"])
+    cfg["target"] = {"macs_reduction": 0.3}  # a config from before the option existed
+    assert point_id(cfg) == exact["point_id"]
