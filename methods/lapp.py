@@ -191,7 +191,8 @@ class LAPPHooks(TrainingHooks):
         self.dense = plain  # dense MACs without bypasses: the record's reference
         self.target_macs = (1.0 - ctx.macs_reduction) * plain
         self.frozen: dict[str, torch.Tensor] | None = None
-        self.handles: list = []
+        self.handles: list[Callable[[], object]] = []  # what undoes each masking
+        self.masked: dict[str, nn.Module] = {}  # the BN module each group's mask is on
         self.notes: dict = {}
 
     def param_groups(self) -> list[dict]:
@@ -240,26 +241,34 @@ class LAPPHooks(TrainingHooks):
         gradients (straight-through included). Any other BN (SyncBatchNorm, a subclass) keeps a
         forward hook that multiplies its output."""
         for root in self.roots:
-            bn = model.get_submodule(self.bn[root])
-            if type(bn) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) and bn.affine:
-                mask = functools.partial(self.mask, model, root)
-                bn.forward = functools.partial(masked_batch_norm, bn, mask)
-                self.handles.append(bn)
-                continue
+            self._mask_one(model, root)
 
-            def mask_output(module, inputs, output, root=root):
-                m = self.mask(model, root).to(output)
-                return output * m.view(1, -1, *[1] * (output.dim() - 2))
+    def _mask_one(self, model: nn.Module, root: str) -> None:
+        bn = model.get_submodule(self.bn[root])
+        mask = functools.partial(self.mask, model, root)
+        self.masked[root] = bn
+        if type(bn) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) and bn.affine:
+            bn.forward = functools.partial(masked_batch_norm, bn, mask)
+            self.handles.append(lambda bn=bn: vars(bn).pop("forward", None))  # the class's again
+            return
 
-            self.handles.append(bn.register_forward_hook(mask_output))
+        def mask_output(module, inputs, output):
+            m = mask().to(output)
+            return output * m.view(1, -1, *[1] * (output.dim() - 2))
+
+        self.handles.append(bn.register_forward_hook(mask_output).remove)
+
+    def batch_start(self, model: nn.Module, step: int) -> None:
+        """Mask again a BN replaced since :meth:`install`: Lightning's ``sync_batchnorm`` turns
+        every BN into a new SyncBatchNorm when DDP starts, which would otherwise run unmasked."""
+        for root in self.roots:
+            if model.get_submodule(self.bn[root]) is not self.masked.get(root):
+                self._mask_one(model, root)
 
     def remove(self) -> None:
-        for h in self.handles:
-            if isinstance(h, nn.Module):
-                del h.forward  # back to the class's forward
-            else:
-                h.remove()
-        self.handles = []
+        for undo in self.handles:
+            undo()
+        self.handles, self.masked = [], {}
 
     def epoch_start(self, model: nn.Module, epoch: int) -> None:
         if epoch >= self.prune_epochs and self.frozen is None:

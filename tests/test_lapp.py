@@ -256,7 +256,8 @@ def test_masks_folded_into_batch_norm_equal_multiplying_its_output():
                 bn = ctx.model.get_submodule(hooks.bn[root])
                 bn.__class__ = type("BN", (nn.BatchNorm2d,), {})
         hooks.install(ctx.model)
-        assert isinstance(hooks.handles[0], nn.Module) == fold
+        first = ctx.model.get_submodule(hooks.bn[hooks.roots[0]])
+        assert ("forward" in vars(first)) == fold
         x = x.clone().requires_grad_(True)
         out = ctx.model(x)
         (out.square().sum() + hooks.extra_loss(ctx.model, 0)).backward()
@@ -283,3 +284,30 @@ def test_masks_folded_into_batch_norm_equal_multiplying_its_output():
             assert a == b == 1
     assert any(float(g) != 0.0 for g in folded[2])  # the thresholds got a gradient
     assert "forward" not in vars(ctx.model.get_submodule(hooks.bn[hooks.roots[0]]))
+
+
+def test_a_bn_replaced_after_install_is_masked_again_at_the_next_batch():
+    """Lightning's sync_batchnorm swaps every BN for a new SyncBatchNorm when DDP starts: the
+    swapped module (a BN subclass here) must carry the mask too (through the output hook)."""
+    ctx, method, x = _resnet20("none")
+    hooks = method.hooks(ctx)
+    for t in hooks.t.values():
+        t.data = torch.tensor(0.5)
+    hooks.install(ctx.model)
+    plan = hooks.freeze(ctx.model)
+    root = next(r for r, e in plan.entries.items() if len(e.keep) < e.size)
+    parent, _, child = hooks.bn[root].rpartition(".")
+    old = ctx.model.get_submodule(hooks.bn[root])
+    new = type("SyncLike", (nn.BatchNorm2d,), {})(old.num_features)
+    new.load_state_dict(old.state_dict())
+    setattr(ctx.model.get_submodule(parent), child, new.eval())
+    seen = []
+    hooks.batch_start(ctx.model, 0)
+    new.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        ctx.model(x)
+    dropped = sorted(set(range(plan.entries[root].size)) - set(plan.entries[root].keep))
+    assert seen[0][:, dropped].abs().max() == 0.0
+    assert seen[0][:, plan.entries[root].keep].abs().max() > 0.0
+    hooks.remove()
+    assert len(new._forward_hooks) == 1 and "forward" not in vars(old)  # only the capture left
