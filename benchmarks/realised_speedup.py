@@ -20,8 +20,10 @@ its row also shows the *realised* MACs (what slimming could remove: whole channe
 kernel died); SPP's slimmed conv is a gather + GEMM (``prunebench.columns``). Torch-Pruning's own
 ``MagnitudePruner`` (L1, same target by bisection on its ratio) is a peer row: it prunes every
 conv it may, the residual stream included on ResNet-50 (on the option-A CIFAR ResNet its block
-convs only, like ours). ``channels_last`` rows time the magnitude model and the dense one in
-that memory format.
+convs only, like ours). Two deployment levers are timed on the magnitude model against the dense
+one treated the same way: ``channels_last`` (that memory format) and ``bnfold`` (every conv→BN
+pair folded into the conv by torch.fx's ``fuse``, as an inference engine does; BN and the other
+ops MACs do not count are a large share of a small net's time, and pruning does not shrink them).
 
 ResNet-50 at batch 64 is timed at ``--r50-b64-size`` px (default 64: 1/12 of the MACs; the
 MAC ratios are those at 224 up to the fc layer, but the small maps change the kernels' efficiency) with ``--r50-b64-repeats`` (default 5) —
@@ -54,6 +56,7 @@ from _common import (
     write_json,
 )
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 from torch.utils.data import DataLoader, TensorDataset
 
 from methods.cap import CaP
@@ -81,6 +84,7 @@ GRANULARITY = {
     "tp_magnitude": "filter (Torch-Pruning, residual stream too on ResNet-50)",
 }
 METHODS = list(GRANULARITY)
+VARIANTS = ("channels_last", "bnfold")  # deployment levers timed on magnitude and dense alike
 
 
 def _cap_data(model: nn.Module, x1: torch.Tensor, n: int = 64):
@@ -175,6 +179,16 @@ def tp_magnitude(model: nn.Module, x1: torch.Tensor, reduction: float) -> tuple[
     return best
 
 
+def as_variant(model: nn.Module, variant: str) -> nn.Module:
+    """A copy of ``model`` as deployed with one lever: ``channels_last`` memory format, or
+    ``bnfold`` (every conv→BN pair folded into the conv, torch.fx's ``fuse``: inference only,
+    the same function up to rounding)."""
+    model = copy.deepcopy(model).eval()
+    if variant == "channels_last":
+        return model.to(memory_format=torch.channels_last)
+    return fuse(model)
+
+
 def _hw(x1: torch.Tensor, size: int) -> tuple[int, int]:
     """The timed input's (h, w): the example's own when ``size`` is its width, else size²."""
     return tuple(x1.shape[-2:]) if size == x1.shape[-1] else (size, size)
@@ -200,9 +214,13 @@ def child(net: str, name: str, batch: int, size: int, args: argparse.Namespace) 
         torch.manual_seed(0)
         model = trained_like(task.build_model())
     else:
-        model = plan_and_slim(name.removesuffix("_channels_last"), task, args.reduction)[0]
-    if name.endswith("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
+        base = name
+        for v in VARIANTS:
+            base = base.removesuffix(f"_{v}")
+        model = plan_and_slim(base, task, args.reduction)[0]
+    for v in VARIANTS:
+        if name.endswith(f"_{v}"):
+            model = as_variant(model, v)
     x1 = task.example_input(1)
     x = torch.randn(batch, *x1.shape[1:-2], *_hw(x1, size))
     with torch.no_grad(), PhasePeak() as peak:
@@ -289,14 +307,19 @@ def main() -> None:
             models[name] = slimmed
             info[name] = {"plan_macs": plan_macs, "realised_macs": count_macs(slimmed, x1).total}
             print(f"{net} {name}: planned, MACs −{100 * (1 - plan_macs / dense_macs):.1f} %")
-        if "magnitude" in models and net != "psmnet":  # PSMNet mixes 2D and 3D convs
-            models["dense_channels_last"] = copy.deepcopy(dense).to(
-                memory_format=torch.channels_last
-            )
-            models["magnitude_channels_last"] = copy.deepcopy(models["magnitude"]).to(
-                memory_format=torch.channels_last
-            )
-            info["magnitude_channels_last"] = info["magnitude"]
+        if "magnitude" in models:  # deployment levers, on the magnitude model and dense alike
+            for variant in VARIANTS:
+                if variant == "channels_last" and net == "psmnet":  # it mixes 2D and 3D convs
+                    continue
+                try:
+                    for name in ("dense", "magnitude"):
+                        models[f"{name}_{variant}"] = as_variant(models[name], variant)
+                except Exception as exc:  # e.g. a model torch.fx cannot trace
+                    why = f"{type(exc).__name__}: {exc}"
+                    failures.append({"net": net, "method": f"magnitude_{variant}", "why": why})
+                    models.pop(f"dense_{variant}", None)
+                    continue
+                info[f"magnitude_{variant}"] = info["magnitude"]
         size = x1.shape[-1]
         for batch in args.batches if net in ("resnet56", "resnet50") else [1]:
             s, reps = size, args.psmnet_repeats if net == "psmnet" else args.repeats
@@ -308,14 +331,15 @@ def main() -> None:
             t = measure_latency_paired(models, x, reps, args.warmup)
             timings.append({"net": net, "batch": batch, "size": s, "latency": t})
             for name, i in info.items():
-                base = "dense_channels_last" if name.endswith("channels_last") else "dense"
+                variant = next((v for v in VARIANTS if name.endswith(f"_{v}")), None)
+                base = f"dense_{variant}" if variant else "dense"
                 theory = dense_macs / i["plan_macs"]
                 measured = t[base]["median_ms"] / t[name]["median_ms"]
                 rows.append(
                     {
                         "net": net,
                         "method": name,
-                        "granularity": GRANULARITY.get(name.removesuffix("_channels_last"), ""),
+                        "granularity": GRANULARITY.get(name.removesuffix(f"_{variant}"), ""),
                         "batch": batch,
                         "input": s,
                         "repeats": reps,
