@@ -9,7 +9,7 @@ import copy
 import datetime as dt
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -19,14 +19,34 @@ from prunebench.checkpoint import save_compressed
 from prunebench.errors import TrainingDiverged
 from prunebench.masks import remove_masks
 from prunebench.measure import count_macs, count_params, latency_entry
+from prunebench.method import Method
 from prunebench.plan import Plan
 from prunebench.provenance import git_commit
 from prunebench.records import SCHEMA_VERSION
 from prunebench.structure import MacModel
+from prunebench.tracking import Tracker
+from prunebench.usage import TrainUsage
 from prunebench.validate import weights_sha256
+from tasks.base import Task
 
-if TYPE_CHECKING:
-    from prunebench.pipeline import Pipeline
+
+class Pipeline(Protocol):
+    """What a record is assembled from: the run's state (``prunebench.pipeline.Pipeline``)."""
+
+    cfg: dict[str, Any]
+    task: Task
+    method: Method
+    seed: int
+    point_id: str
+    stage: str
+    stage_seconds: dict[str, float]
+    rank_zero: bool
+    tracker: Tracker
+    usage: dict[str, TrainUsage]
+    val_passes: int
+
+    @property
+    def finetune_epochs(self) -> int: ...
 
 
 def identity(p: Pipeline) -> dict[str, Any]:
