@@ -7,7 +7,9 @@ Training (the during-training shape): every ``period`` iterations, before the fo
 selected weight W is projected onto its rank-k approximation, k the smallest rank whose energy
 Σ_{i≤k} σ_i² / Σ σ_i² reaches ``e`` (0.9); the full-size weight is kept, so the rank can grow back.
 On the same iterations the nuclear-norm sub-gradient λ·U_k V_kᵀ (``lambda_nuclear`` = 3e-4) is
-added to W's gradient before the optimiser step. Layers: every non-1×1 conv except the first.
+added to W's gradient before the optimiser step. Layers: every non-1×1 conv except the first —
+with the ``channel`` scheme 3D convs too (ours: W (N, C, kd, kh, kw) as N × (C·kd·kh·kw), so TRP
+reaches PSMNet's cost-volume convs; the paper treats 2D CNNs only).
 
 After training every selected *stride-1* conv is factorised (``prunebench.lowrank``, ``scheme``
 channel = TRP1 or spatial = TRP2) keeping the singular values ≥ ``threshold`` (0.05), with no
@@ -59,7 +61,7 @@ class TRPHooks(TrainingHooks):
             names[tuple(w.shape)].append(name)
         for shape, modules in by_shape.items():
             w = torch.stack([m.weight for m in modules])
-            proj, sub, _ = project(w, self.scheme, self.e)
+            proj, sub, _ = project(w, self.scheme, self.e, kdims=w.dim() - 3)
             for i, (m, name) in enumerate(zip(modules, names[shape], strict=True)):
                 m.weight.copy_(proj[i])  # W ← U_k S_k V_kᵀ
                 self.sub[name] = sub[i]
@@ -102,14 +104,16 @@ class TRP(Method):
     def uses_target(self) -> bool:
         return self.mode == "macs_target"
 
-    @staticmethod
-    def layers(ctx: CompressContext) -> list[str]:
-        """Every non-1×1 2D conv that is not protected (the first conv is)."""
+    def layers(self, ctx: CompressContext) -> list[str]:
+        """Every conv with a kernel larger than 1 that is not protected (the first conv is): 2D
+        convs, and 3D ones too for the ``channel`` scheme (our extension: PSMNet's cost-volume
+        convs; the paper's nets are 2D)."""
         s = ctx.structure
+        dims = (2, 3) if self.scheme == "channel" else (2,)
         return [
             n
             for n in s.kernel_layers
-            if len(s.kernel_sizes[n]) == 2 and s.kernel_sizes[n] != (1, 1)
+            if len(s.kernel_sizes[n]) in dims and set(s.kernel_sizes[n]) != {1}
         ]
 
     def hooks(self, ctx: CompressContext) -> TRPHooks:
@@ -119,7 +123,7 @@ class TRP(Method):
     def compress(self, ctx: CompressContext) -> Plan:
         recipe = "baseline" if self.start == "scratch" else "finetune"
         ctx.train(ctx.compress_epochs, self.hooks(ctx), recipe)
-        final = [n for n in self.layers(ctx) if ctx.structure.strides[n] == (1, 1)]
+        final = [n for n in self.layers(ctx) if set(ctx.structure.strides[n]) == {1}]
         sigma = {n: singular_values(ctx.weight(n), self.scheme) for n in final}
         if self.mode == "value":
             return self._plan(

@@ -5,12 +5,17 @@ Schemes (the authors' ``decompose.py``, our own code):
 
 * ``channel`` (TRP1, "NC"): W (N, C, kh, kw) as an N × (C·kh·kw) matrix; rank r becomes
   ``Conv(C→r, kh×kw, stride, padding)`` then ``Conv(r→N, 1×1)`` with ``√S·Vᵀ`` and ``U·√S``.
+  A 3D conv (N, C, kd, kh, kw) the same way, N × (C·kd·kh·kw) — our extension (the paper's nets
+  are 2D; PSMNet's cost-volume convs are 3D).
 * ``spatial`` (TRP2, "VH"): W permuted to (C·kh) × (N·kw); rank r becomes ``Conv(C→r, kh×1)`` then
-  ``Conv(r→N, 1×kw)``; stride and padding split between the two.
-The bias, if any, goes on the second conv.
+  ``Conv(r→N, 1×kw)``; stride and padding split between the two. 2D convs only.
+The bias, if any, goes on the second conv. ``kdims`` is the conv's number of kernel dimensions
+(2 or 3): the leading dimensions before (N, C, k…) are a batch of weights.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -18,19 +23,27 @@ from torch import nn
 SCHEMES = ("channel", "spatial")
 
 
-def as_matrix(w: torch.Tensor, scheme: str) -> torch.Tensor:
-    """Weight(s) (…, N, C, kh, kw) → matrix (…, rows, cols) of the scheme."""
-    n, c, kh, kw = w.shape[-4:]
+def _check(scheme: str, kdims: int) -> None:
+    if kdims not in (2, 3) or (scheme == "spatial" and kdims != 2):
+        raise ValueError(f"scheme {scheme!r} with {kdims} kernel dims: spatial is 2D only")
+
+
+def as_matrix(w: torch.Tensor, scheme: str, kdims: int = 2) -> torch.Tensor:
+    """Weight(s) (…, N, C, k…) → matrix (…, rows, cols) of the scheme."""
+    _check(scheme, kdims)
+    lead = w.shape[: -(kdims + 2)]
     if scheme == "channel":
-        return w.reshape(*w.shape[:-4], n, c * kh * kw)
-    return w.movedim(-4, -2).reshape(*w.shape[:-4], c * kh, n * kw)  # (C, kh, N, kw)
+        return w.reshape(*lead, w.shape[-(kdims + 2)], -1)
+    n, c, kh, kw = w.shape[-4:]
+    return w.movedim(-4, -2).reshape(*lead, c * kh, n * kw)  # (C, kh, N, kw)
 
 
 def from_matrix(m: torch.Tensor, shape: torch.Size, scheme: str) -> torch.Tensor:
-    """Inverse of :func:`as_matrix` for weights of ``shape`` (N, C, kh, kw)."""
-    n, c, kh, kw = shape
+    """Inverse of :func:`as_matrix` for weights of ``shape`` (N, C, k…)."""
+    _check(scheme, len(shape) - 2)
     if scheme == "channel":
-        return m.reshape(*m.shape[:-2], n, c, kh, kw)
+        return m.reshape(*m.shape[:-2], *shape)
+    n, c, kh, kw = shape
     return m.reshape(*m.shape[:-2], c, kh, n, kw).movedim(-2, -4)
 
 
@@ -42,53 +55,60 @@ def energy_rank(s: torch.Tensor, e: float) -> torch.Tensor:
 
 
 def project(
-    w: torch.Tensor, scheme: str, e: float
+    w: torch.Tensor, scheme: str, e: float, kdims: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Energy-``e`` low-rank projection of a stack of same-shaped weights (B, N, C, kh, kw).
+    """Energy-``e`` low-rank projection of a stack of same-shaped weights (B, N, C, k…).
 
     Returns:
         (projected weights, nuclear-norm sub-gradients U_k V_kᵀ in weight shape, ranks (B,)),
         from one batched SVD.
     """
-    u, s, vh = torch.linalg.svd(as_matrix(w, scheme), full_matrices=False)
+    u, s, vh = torch.linalg.svd(as_matrix(w, scheme, kdims), full_matrices=False)
     k = energy_rank(s, e)
     keep = (torch.arange(s.shape[-1], device=s.device) < k.unsqueeze(-1)).to(s.dtype)
     proj = (u * (s * keep).unsqueeze(-2)) @ vh
     sub = (u * keep.unsqueeze(-2)) @ vh
-    return from_matrix(proj, w.shape[-4:], scheme), from_matrix(sub, w.shape[-4:], scheme), k
+    shape = w.shape[-(kdims + 2) :]
+    return from_matrix(proj, shape, scheme), from_matrix(sub, shape, scheme), k
 
 
 def singular_values(w: torch.Tensor, scheme: str) -> torch.Tensor:
-    """σ of one weight's matrix, descending."""
-    return torch.linalg.svdvals(as_matrix(w.detach().double(), scheme))
+    """σ of one weight's matrix (a conv weight (N, C, k…)), descending."""
+    return torch.linalg.svdvals(as_matrix(w.detach().double(), scheme, w.dim() - 2))
 
 
 def macs_fraction_num_den(shape: tuple[int, ...], rank: int, scheme: str) -> tuple[int, int]:
-    """The two-conv form's MACs over the dense conv's, as an integer ratio (stride 1 for spatial).
+    """The two-conv form's MACs over the dense conv's, as an integer ratio (stride 1 for spatial);
+    ``shape`` is (N, C, k…).
 
-    channel: r·(C·kh·kw + N) / (N·C·kh·kw); spatial: r·(C·kh + N·kw) / (N·C·kh·kw).
+    channel: r·(C·Πk + N) / (N·C·Πk); spatial: r·(C·kh + N·kw) / (N·C·kh·kw).
     """
-    n, c, kh, kw = shape
-    num = rank * (c * kh * kw + n) if scheme == "channel" else rank * (c * kh + n * kw)
-    return num, n * c * kh * kw
+    n, c, *k = shape
+    size = math.prod(k)
+    if scheme == "channel":
+        return rank * (c * size + n), n * c * size
+    kh, kw = k
+    return rank * (c * kh + n * kw), n * c * size
 
 
-def decompose(conv: nn.Conv2d, rank: int, scheme: str) -> nn.Sequential:
+def decompose(conv: nn.Conv2d | nn.Conv3d, rank: int, scheme: str) -> nn.Sequential:
     """Replace ``conv`` by the rank-``rank`` two-conv form of its current weight."""
     w = conv.weight.detach()
-    n, c, kh, kw = w.shape
-    u, s, vh = torch.linalg.svd(as_matrix(w.double(), scheme), full_matrices=False)
+    n, c, *k = w.shape
+    u, s, vh = torch.linalg.svd(as_matrix(w.double(), scheme, len(k)), full_matrices=False)
     root = s[:rank].sqrt()
     first = (root.unsqueeze(1) * vh[:rank]).to(w.dtype)  # √S·Vᵀ: (r, cols)
     second = (u[:, :rank] * root).to(w.dtype)  # U·√S: (rows, r)
-    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
     bias = conv.bias is not None
     if scheme == "channel":
-        a = nn.Conv2d(c, rank, (kh, kw), (sh, sw), (ph, pw), (dh, dw), bias=False)
-        b = nn.Conv2d(rank, n, 1, bias=bias)
-        a.weight.data = first.reshape(rank, c, kh, kw)
-        b.weight.data = second.reshape(n, rank, 1, 1)
+        conv_type = nn.Conv3d if isinstance(conv, nn.Conv3d) else nn.Conv2d
+        a = conv_type(c, rank, k, conv.stride, conv.padding, conv.dilation, bias=False)
+        b = conv_type(rank, n, 1, bias=bias)
+        a.weight.data = first.reshape(rank, c, *k)
+        b.weight.data = second.reshape(n, rank, *[1] * len(k))
     else:
+        kh, kw = k
+        (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
         a = nn.Conv2d(c, rank, (kh, 1), (sh, 1), (ph, 0), (dh, 1), bias=False)
         b = nn.Conv2d(rank, n, (1, kw), (1, sw), (0, pw), (1, dw), bias=bias)
         a.weight.data = second.T.reshape(rank, c, kh, 1)  # rows of the matrix are (C, kh)

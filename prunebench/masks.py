@@ -63,7 +63,7 @@ class LowRankProjection(nn.Module):
         self.rank, self.scheme = rank, scheme
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        m = as_matrix(weight, self.scheme)
+        m = as_matrix(weight, self.scheme, weight.dim() - 2)
         u, s, vh = torch.linalg.svd(m, full_matrices=False)
         r = self.rank
         return from_matrix((u[:, :r] * s[:r]) @ vh[:r], weight.shape, self.scheme)

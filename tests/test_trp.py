@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 from methods.trp import TRP, TRPHooks
-from prunebench.lowrank import SCHEMES, as_matrix, decompose, energy_rank, from_matrix, project
+from prunebench.lowrank import (
+    SCHEMES,
+    as_matrix,
+    decompose,
+    energy_rank,
+    from_matrix,
+    macs_fraction_num_den,
+    project,
+)
 from prunebench.masks import apply_masks
 from prunebench.measure import count_macs
 from prunebench.method import CompressContext
@@ -97,7 +105,7 @@ def test_shared_invariants_on_resnet20(scheme, mode):
     method = TRP(scheme=scheme, mode=mode, threshold=1.4)  # random init: σ ≈ 0.9–1.9
     plan = method.compress(ctx)
     assert plan.to_dict() == method.compress(ctx).to_dict()
-    layers = set(TRP.layers(ctx))
+    layers = set(method.layers(ctx))
     assert set(plan.entries) <= layers and "conv1" not in plan.entries
     assert all(ctx.structure.strides[n] == (1, 1) for n in plan.entries)  # stride-2 stay whole
     slimmed = slim(model, plan, X, ctx.structure).eval()
@@ -111,3 +119,53 @@ def test_shared_invariants_on_resnet20(scheme, mode):
         torch.testing.assert_close(slimmed(xs), masked(xs), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(slimmed.conv1.weight, model.conv1.weight)
     assert isinstance(slimmed.get_submodule(next(iter(plan.entries))), nn.Sequential)
+
+
+@pytest.mark.parametrize(("stride", "padding", "bias"), [(1, 1, True), (2, 1, False)])
+def test_3d_channel_factorisation_full_rank_exact_and_rank_r_truncated(stride, padding, bias):
+    """Our extension to 3D convs (PSMNet's cost volume): W (N, C, kd, kh, kw) as N × (C·k³)."""
+    torch.manual_seed(2)
+    conv = nn.Conv3d(5, 7, 3, stride, padding, bias=bias).double()
+    x = torch.randn(2, 5, 6, 7, 7, dtype=torch.double)
+    m = as_matrix(conv.weight.detach(), "channel", kdims=3)
+    assert m.shape == (7, 5 * 27)
+    torch.testing.assert_close(decompose(conv, 7, "channel")(x), conv(x))
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    truncated = copy.deepcopy(conv)
+    truncated.weight.data = from_matrix((u[:, :3] * s[:3]) @ vh[:3], conv.weight.shape, "channel")
+    pair = decompose(conv, 3, "channel")
+    assert isinstance(pair[0], nn.Conv3d) and pair[1].kernel_size == (1, 1, 1)
+    torch.testing.assert_close(pair(x), truncated(x))
+    # MACs of the pair over the conv's: r·(C·27 + N) / (N·C·27) = 3·142 / 945
+    assert macs_fraction_num_den((7, 5, 3, 3, 3), 3, "channel") == (426, 945)
+    counted = count_macs(pair.float(), x[:1].float()).total
+    assert counted * 945 == count_macs(conv.float(), x[:1].float()).total * 426
+
+
+def test_3d_spatial_scheme_is_refused():
+    with pytest.raises(ValueError, match="spatial is 2D only"):
+        as_matrix(torch.zeros(4, 3, 3, 3, 3), "spatial", kdims=3)
+
+
+def test_trp_reaches_psmnets_3d_convs_and_masked_equals_slimmed():
+    from tests.test_stereo import _task
+
+    task = _task(tier="smoke")
+    torch.manual_seed(0)
+    model = task.build_model().double().eval()
+    x = torch.randn(2, 6, 32, 64, dtype=torch.float64)
+    ctx = CompressContext.build(
+        model, x[:1], task.prunable_layers(model), task.protected_layers(model), 0.5
+    )
+    method = TRP(mode="macs_target")
+    threed = [n for n in method.layers(ctx) if len(ctx.structure.kernel_sizes[n]) == 3]
+    assert threed and not [n for n in TRP(scheme="spatial").layers(ctx) if n in threed]
+    plan = method.compress(ctx)
+    assert set(plan.entries) & set(threed)  # the cost-volume convs are factorised
+    slimmed = slim(model, plan, x[:1], ctx.structure).eval()
+    counted = count_macs(slimmed, x[:1]).total
+    assert counted == ctx.mac_model.plan_macs(plan)
+    assert abs(1 - counted / ctx.mac_model.dense_total - 0.5) <= 0.01
+    masked = apply_masks(copy.deepcopy(model), plan, ctx.structure).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(slimmed(x), masked(x), rtol=1e-6, atol=1e-6)
