@@ -393,6 +393,13 @@ def main() -> None:
         "r50_b64_size": args.r50_b64_size,
         "r50_b64_repeats": args.r50_b64_repeats,
         "memory_nets": args.memory_nets,
+        "psmnet": {
+            "input": args.psmnet_input,
+            "maxdisp": args.psmnet_maxdisp,
+            "repeats": args.psmnet_repeats,
+        }
+        if args.psmnet
+        else None,
         "weights": "random init with random BN statistics (structure only; no training)",
     }
     write_json(args.out, settings, rows=rows, not_measured=failures, memory=memory, timings=timings)
