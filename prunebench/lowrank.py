@@ -47,6 +47,19 @@ def from_matrix(m: torch.Tensor, shape: torch.Size, scheme: str) -> torch.Tensor
     return m.reshape(*m.shape[:-2], c, kh, n, kw).movedim(-2, -4)
 
 
+def svd(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reduced SVD of a (batch of) matrix; retried in float64 when LAPACK's divide-and-conquer
+    driver does not converge on an ill-conditioned float32 matrix (it stopped a TRP run on
+    DeepLab's encoder at the cpu tier); the factors come back in ``m``'s dtype."""
+    try:
+        return torch.linalg.svd(m, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        if m.dtype == torch.float64:
+            raise
+        u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
+        return u.to(m.dtype), s.to(m.dtype), vh.to(m.dtype)
+
+
 def energy_rank(s: torch.Tensor, e: float) -> torch.Tensor:
     """Smallest k with Σ_{i≤k} σ_i² / Σ σ_i² ≥ e, per row of ``s`` (descending singular values)."""
     energy = s.double() ** 2
@@ -63,7 +76,7 @@ def project(
         (projected weights, nuclear-norm sub-gradients U_k V_kᵀ in weight shape, ranks (B,)),
         from one batched SVD.
     """
-    u, s, vh = torch.linalg.svd(as_matrix(w, scheme, kdims), full_matrices=False)
+    u, s, vh = svd(as_matrix(w, scheme, kdims))
     k = energy_rank(s, e)
     keep = (torch.arange(s.shape[-1], device=s.device) < k.unsqueeze(-1)).to(s.dtype)
     proj = (u * (s * keep).unsqueeze(-2)) @ vh
@@ -95,7 +108,7 @@ def decompose(conv: nn.Conv2d | nn.Conv3d, rank: int, scheme: str) -> nn.Sequent
     """Replace ``conv`` by the rank-``rank`` two-conv form of its current weight."""
     w = conv.weight.detach()
     n, c, *k = w.shape
-    u, s, vh = torch.linalg.svd(as_matrix(w.double(), scheme, len(k)), full_matrices=False)
+    u, s, vh = svd(as_matrix(w.double(), scheme, len(k)))
     root = s[:rank].sqrt()
     first = (root.unsqueeze(1) * vh[:rank]).to(w.dtype)  # √S·Vᵀ: (r, cols)
     second = (u[:, :rank] * root).to(w.dtype)  # U·√S: (rows, r)

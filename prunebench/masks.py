@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunebench.lowrank import as_matrix, from_matrix
+from prunebench.lowrank import as_matrix, from_matrix, svd
 from prunebench.plan import Plan
 from prunebench.resolve import resolve
 
@@ -64,7 +64,7 @@ class LowRankProjection(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         m = as_matrix(weight, self.scheme, weight.dim() - 2)
-        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        u, s, vh = svd(m)
         r = self.rank
         return from_matrix((u[:, :r] * s[:r]) @ vh[:r], weight.shape, self.scheme)
 

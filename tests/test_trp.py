@@ -169,3 +169,22 @@ def test_trp_reaches_psmnets_3d_convs_and_masked_equals_slimmed():
     masked = apply_masks(copy.deepcopy(model), plan, ctx.structure).eval()
     with torch.no_grad():
         torch.testing.assert_close(slimmed(x), masked(x), rtol=1e-6, atol=1e-6)
+
+
+def test_a_float32_svd_that_does_not_converge_is_retried_in_float64(monkeypatch):
+    w = torch.randn(2, 6, 4, 3, 3, generator=torch.Generator().manual_seed(3))
+    expected = project(w, "channel", 0.9)
+    real = torch.linalg.svd
+    calls = []
+
+    def flaky(m, full_matrices=True):
+        calls.append(m.dtype)
+        if m.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: the algorithm failed to converge")
+        return real(m, full_matrices=full_matrices)
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    proj, sub, k = project(w, "channel", 0.9)
+    assert calls == [torch.float32, torch.float64] and proj.dtype == torch.float32
+    torch.testing.assert_close(proj, expected[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(k, expected[2])
