@@ -68,11 +68,9 @@ def _instantiate(group: str, cfg: dict[str, Any]) -> Any:
 
 
 def round_to(cfg: dict[str, Any], method: Method) -> int:
-    """``target.round_to``: an integer ≥ 1; > 1 only for a method whose plan is the core's filter
-    solve (it would otherwise be silently ignored)."""
+    """``target.round_to`` (an integer ≥ 1, checked by ``validate_config``); > 1 only for a method
+    whose plan is the core's filter solve (it would otherwise be silently ignored)."""
     value = cfg["target"].get("round_to", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"target.round_to={value!r}: an integer ≥ 1 (1: widths not rounded)")
     if value > 1 and method.uses_target and not method.core_filter_solve:
         raise ConfigError(
             f"target.round_to={value} rounds the filter plans the core solves (methods magnitude, "

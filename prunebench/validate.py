@@ -38,6 +38,7 @@ def _need_int(key: str, value: Any, low: int, none_ok: bool = False) -> None:
 def validate_config(cfg: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` for the first bad core value of ``cfg`` (resolved dict)."""
     _need_int("seed", cfg.get("seed"), 0)
+    _need_int("target.round_to", cfg["target"].get("round_to", 1), 1)
     for key in ("force", "overwrite"):
         if not isinstance(cfg.get(key, False), bool):
             raise ConfigError(f"{key}={cfg.get(key)!r}: must be true or false")
