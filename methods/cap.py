@@ -54,6 +54,7 @@ from prunebench.compensation import (
 )
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext, Method
+from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 
 MODES = ("macs_target", "floor")
@@ -69,24 +70,16 @@ class _Layer:
 
 @dataclass
 class CaP(Method):
-    calib_fraction: float = 0.1
-    ridge: float = 0.0
-    variance_rescale: bool = True
-    search_steps: int = 6
-    max_sparsity: float = 0.9
-    acc_drop: float = 0.02
-    mode: str = "macs_target"
-    target_iters: int = 10
-    tolerance: float = 0.01
-    finetune: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"method.mode={self.mode!r}; choices: {MODES}")
-        if not 0 < self.calib_fraction <= 1 or not 0 < self.max_sparsity < 1:
-            raise ConfigError("method.calib_fraction must be in (0, 1], max_sparsity in (0, 1)")
-        if self.search_steps < 1 or self.target_iters < 1 or self.ridge < 0:
-            raise ConfigError("method.search_steps, target_iters ≥ 1 and ridge ≥ 0")
+    calib_fraction: float = option(0.1, within="(0, 1]")
+    ridge: float = option(0.0, within="[0, inf)")
+    variance_rescale: bool = option(True)
+    search_steps: int = option(6, within="[1, inf)")
+    max_sparsity: float = option(0.9, within="(0, 1)")
+    acc_drop: float = option(0.02, within="[0, 1]")
+    mode: str = option("macs_target", choices=MODES)
+    target_iters: int = option(10, within="[1, inf)")
+    tolerance: float = option(0.01, within="[0, 1]")
+    finetune: bool = option(False)
 
     @property
     def uses_target(self) -> bool:

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 import torch
 
-from prunebench.errors import ConfigError
 from prunebench.method import CompressContext, Method
+from prunebench.options import option
 from prunebench.plan import Plan
+from prunebench.target import ALLOCATIONS
 
 GROUPS = ("input_channel", "layer_kmeans")
 CRITERIA = ("nearest", "farthest")
@@ -90,20 +91,12 @@ def distance_to_centre(
 
 @dataclass
 class KCP(Method):
-    group: str = "input_channel"
-    n_clusters: int = 8
-    criterion: str = "nearest"
-    step_reduction: float = 0.1
-    finetune_epochs_per_step: int = 1
-    allocation: str = "uniform"
-
-    def __post_init__(self) -> None:
-        if self.group not in GROUPS:
-            raise ConfigError(f"method.group={self.group!r}; choices: {GROUPS}")
-        if self.criterion not in CRITERIA:
-            raise ConfigError(f"method.criterion={self.criterion!r}; choices: {CRITERIA}")
-        if not 0 < self.step_reduction <= 1:
-            raise ConfigError(f"method.step_reduction={self.step_reduction} must be in (0, 1]")
+    group: str = option("input_channel", choices=GROUPS)
+    n_clusters: int = option(8, within="[1, inf)")
+    criterion: str = option("nearest", choices=CRITERIA)
+    step_reduction: float = option(0.1, within="(0, 1]")
+    finetune_epochs_per_step: int = option(1, within="[0, inf)")
+    allocation: str = option("uniform", choices=ALLOCATIONS)
 
     def scores(
         self, ctx: CompressContext, alive: dict[str, torch.Tensor]

@@ -71,6 +71,7 @@ from torch import nn
 from prunebench.bypass import KINDS, add_bypasses, bypasses
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext, Method, TrainingHooks
+from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 from prunebench.structure import MacModel
 
@@ -336,33 +337,21 @@ class LAPPHooks(TrainingHooks):
 
 @dataclass
 class LAPP(Method):
-    importance: str = "bn"
-    score_norm: str = "rank"
-    tau: float = 0.1
-    lam: float = 1.0
-    constraint: str = "squared"
-    threshold_init: float | None = None
-    threshold_lr: float = 0.002
-    prune_epochs: int | None = None
-    warmup_epochs: float = 2.0
-    bypass: str = "conv1x1"
-    project: bool = True
-    finetune: bool = False
+    importance: str = option("bn", choices=IMPORTANCE)
+    score_norm: str = option("rank", choices=SCORE_NORMS)
+    tau: float = option(0.1, within="(0, inf)")
+    lam: float = option(1.0, within="[0, inf)")
+    constraint: str = option("squared", choices=CONSTRAINTS)
+    threshold_init: float | None = option(None)
+    threshold_lr: float = option(0.002, within="[0, inf)")
+    prune_epochs: int | None = option(None, within="[0, inf)")
+    warmup_epochs: float = option(2.0, within="[0, inf)")
+    bypass: str = option("conv1x1", choices=KINDS)
+    project: bool = option(True)
+    finetune: bool = option(False)
     _notes: dict = field(default_factory=dict, repr=False)
 
     start = "scratch"
-
-    def __post_init__(self) -> None:
-        for key, value, choices in (
-            ("importance", self.importance, IMPORTANCE),
-            ("score_norm", self.score_norm, SCORE_NORMS),
-            ("constraint", self.constraint, CONSTRAINTS),
-            ("bypass", self.bypass, KINDS),
-        ):
-            if value not in choices:
-                raise ConfigError(f"method.{key}={value!r}; choices: {choices}")
-        if self.tau <= 0 or self.lam < 0 or (self.prune_epochs or 0) < 0:
-            raise ConfigError("method.tau > 0, method.lam ≥ 0 and method.prune_epochs ≥ 0")
 
     def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
         """Bypass every pruned k×k conv, k > 1 (beside a 1×1 conv a 1×1 branch adds nothing)."""

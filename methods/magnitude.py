@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prunebench.method import CompressContext, Method
+from prunebench.options import option
 from prunebench.plan import Plan
+from prunebench.target import ALLOCATIONS
 
 
 @dataclass
 class Magnitude(Method):
     core_filter_solve = True  # target.round_to applies
-    allocation: str = "uniform"
+    allocation: str = option("uniform", choices=ALLOCATIONS)
 
     def compress(self, ctx: CompressContext) -> Plan:
         scores = {}

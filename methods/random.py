@@ -8,13 +8,15 @@ from dataclasses import dataclass
 import torch
 
 from prunebench.method import CompressContext, Method
+from prunebench.options import option
 from prunebench.plan import Plan
+from prunebench.target import ALLOCATIONS
 
 
 @dataclass
 class Random(Method):
     core_filter_solve = True  # target.round_to applies
-    allocation: str = "uniform"
+    allocation: str = option("uniform", choices=ALLOCATIONS)
 
     def compress(self, ctx: CompressContext) -> Plan:
         gen = torch.Generator().manual_seed(ctx.seed)

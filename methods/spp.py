@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from prunebench.errors import ConfigError
 from prunebench.method import CompressContext, Method, TrainingHooks
+from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 
 ALLOCATIONS = ("uniform", "paper")
@@ -187,24 +187,14 @@ class SPPHooks(TrainingHooks):
 
 @dataclass
 class SPP(Method):
-    A: float = 0.05
-    u: float = 0.25
-    prune_interval: int = 1
-    score_decay: float = 0.9
-    sampling: str = "element"
-    allocation: str = "uniform"
-    mask_gradients: bool = True
+    A: float = option(0.05, within="(0, 1]")
+    u: float = option(0.25, within="(0, 1)")
+    prune_interval: int = option(1, within="[1, inf)")
+    score_decay: float = option(0.9, within="[0, 1]")
+    sampling: str = option("element", choices=SAMPLINGS)
+    allocation: str = option("uniform", choices=ALLOCATIONS)
+    mask_gradients: bool = option(True)
     _notes: dict = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        for key, value, choices in (
-            ("sampling", self.sampling, SAMPLINGS),
-            ("allocation", self.allocation, ALLOCATIONS),
-        ):
-            if value not in choices:
-                raise ConfigError(f"method.{key}={value!r}; choices: {choices}")
-        if not (0 < self.A <= 1 and 0 < self.u < 1 and self.prune_interval >= 1):
-            raise ConfigError("method.A ∈ (0, 1], method.u ∈ (0, 1), method.prune_interval ≥ 1")
 
     def notes(self) -> dict:
         return dict(self._notes)

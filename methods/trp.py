@@ -34,6 +34,7 @@ from torch import nn
 from prunebench.errors import ConfigError
 from prunebench.lowrank import SCHEMES, energy_rank, macs_fraction_num_den, project, singular_values
 from prunebench.method import CompressContext, Method, TrainingHooks
+from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 
 MODES = ("value", "macs_target")
@@ -78,27 +79,14 @@ class TRPHooks(TrainingHooks):
 
 @dataclass
 class TRP(Method):
-    scheme: str = "channel"
-    e: float = 0.9
-    lambda_nuclear: float = 3e-4
-    period: int = 1
-    threshold: float = 0.05
-    mode: str = "value"
-    start: str = "baseline"
-    finetune: bool = False
-
-    def __post_init__(self) -> None:
-        for key, value, choices in (
-            ("scheme", self.scheme, SCHEMES),
-            ("mode", self.mode, MODES),
-            ("start", self.start, ("baseline", "scratch")),
-        ):
-            if value not in choices:
-                raise ConfigError(f"method.{key}={value!r}; choices: {choices}")
-        if not 0 < self.e < 1 or self.period < 1:
-            raise ConfigError(
-                f"method.e={self.e} must be in (0, 1) and method.period={self.period} ≥ 1"
-            )
+    scheme: str = option("channel", choices=SCHEMES)
+    e: float = option(0.9, within="(0, 1)")
+    lambda_nuclear: float = option(3e-4, within="[0, inf)")
+    period: int = option(1, within="[1, inf)")
+    threshold: float = option(0.05, within="[0, inf)")
+    mode: str = option("value", choices=MODES)
+    start: str = option("baseline", choices=("baseline", "scratch"))
+    finetune: bool = option(False)
 
     @property
     def uses_target(self) -> bool:

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from prunebench.masks import apply_masks
+from prunebench.options import check_options
 from prunebench.plan import Plan
 from prunebench.resolve import resolve
 from prunebench.structure import MacModel, Structure
@@ -198,6 +199,10 @@ class CompressContext:
 class Method:
     """Base class. Subclasses set ``start`` and ``finetune`` and implement :meth:`compress`.
 
+    A method is a dataclass whose fields are its hyper-parameters, each declared with its type
+    and its range or choices (``prunebench.options.option``); they are checked here, once, when
+    the method is built, so a bad value names its key whatever the method.
+
     Attributes:
         start: ``"baseline"`` (from the shared dense baseline) or ``"scratch"``.
         finetune: whether the finetune stage runs after compression (False: 0 epochs, whatever
@@ -214,6 +219,9 @@ class Method:
         True  # False: the method sets its own reduction (record: no target)
     )
     core_filter_solve: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
     @property
     def name(self) -> str:
