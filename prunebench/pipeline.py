@@ -28,6 +28,7 @@ from prunebench.baseline import baseline_key, load_or_train
 from prunebench.errors import ConfigError, PrunebenchError, RecordError
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
+from prunebench.preflight import preflight
 from prunebench.records import file_lock, read_record, write_record
 from prunebench.resume import StageCheckpoint
 from prunebench.slim import slim
@@ -108,8 +109,7 @@ class Pipeline:
         if self.method.start not in ("baseline", "scratch"):
             raise ConfigError(f"method start={self.method.start!r}; choices: baseline, scratch")
         self.round_to = round_to(self.cfg, self.method)
-        if self.task.pretrained_path() is not None:  # a bad file fails now, not after the data
-            self.task.load_pretrained(self.task.build_model())
+        preflight(self.cfg, self.task)  # model, data settings, Trainer: bad values fail now
         self.point_id = point_id(self.cfg)
         self.record_path = (
             Path(self.cfg["paths"]["results_dir"])

@@ -145,7 +145,13 @@ def solve_units(
             f"target.macs_reduction={target} is unreachable: pruning every prunable unit but "
             f"{min_keep} per layer removes {most:.3f} of the MACs"
         )
-    plan = to_plan(kept_at(_bisect(len(rank), reduction, target)))
+    k = _bisect(len(rank), reduction, target)
+    if reduction(k) <= 0.0:  # a target within rounding of 0: the plan would remove nothing
+        raise ConfigError(
+            f"target.macs_reduction={target!r} is below one prunable unit: the smallest {kind} "
+            f"step removes {reduction(1):.2g} of the dense MACs; choose at least that"
+        )
+    plan = to_plan(kept_at(k))
     achieved = mac_model.plan_reduction(plan)
     if achieved - target > tolerance:
         raise ConfigError(

@@ -18,6 +18,7 @@ from tasks.classification.resnet_cifar import CifarResNet
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 SOURCES = ("embedded", "disk")
+SHORTCUTS = ("A", "B")
 EMBEDDED_FULL = {"train": 45000, "val": 5000, "test": 10000}  # generated when a tier says "all"
 
 
@@ -45,6 +46,14 @@ class CifarClassification(Task):
         paper: dict | None = None,
     ) -> None:
         super().__init__(name, recipe, paper)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+            raise ConfigError(
+                f"task.depth={depth!r}: must be 6n+2 (choices: 20, 32, 44, 56, 110, …)"
+            )
+        if shortcut not in SHORTCUTS:
+            raise ConfigError(f"task.shortcut={shortcut!r}; choices: {', '.join(SHORTCUTS)}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ConfigError(f"task.num_classes={num_classes!r}: must be an integer ≥ 2")
         self.depth, self.shortcut, self.num_classes = depth, shortcut, num_classes
 
     def build_model(self, mid_widths: list[int] | None = None) -> nn.Module:
