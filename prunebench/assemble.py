@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import os
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
@@ -184,7 +185,7 @@ def completed(
             "compress_val_passes": p.val_passes,
         },
         "method_notes": p.method.notes(),
-        "checkpoint": str(checkpoint),
+        "checkpoint": os.path.relpath(checkpoint, p.cfg["paths"]["runs_dir"]),  # machine-free
         "weights_sha256": ranks[0],
         **(
             {"distributed": {"world_size": len(ranks), "weights_sha256": ranks}}

@@ -17,6 +17,7 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 
 OPSET = 18
+EMBED_LIMIT_BYTES = 1_500_000_000  # weights above this go to <file>.data (protobuf's 2 GB cap)
 
 
 class ExportError(PrunebenchError):
@@ -24,11 +25,16 @@ class ExportError(PrunebenchError):
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
-    """Export ``model`` (eval mode) to ``path`` with a dynamic batch axis; returns the path."""
+    """Export ``model`` (eval mode) to ``path`` with a dynamic batch axis; returns the path.
+    The weights are embedded in the file unless they exceed ``EMBED_LIMIT_BYTES`` (then they
+    are in ``<path>.data`` beside it)."""
     model = model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    stale = path.with_name(path.name + ".data")  # an earlier export's weights must not linger
+    stale.unlink(missing_ok=True)
     try:
         torch.onnx.export(
             model,
@@ -39,6 +45,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
             input_names=["input"],
             output_names=["output"],
             dynamic_shapes=({0: batch},),
+            external_data=size > EMBED_LIMIT_BYTES,
             verbose=False,
         )
     except Exception as exc:  # noqa: BLE001 — name the structures the model holds

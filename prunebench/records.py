@@ -50,7 +50,9 @@ OPTIONAL: dict[str, tuple] = {
     # training-split samples each stage read: {"split": N, "compress": {"seen", "distinct"},
     # "finetune": {...}, "compress_val_passes": validation passes made while compressing}
     "train_samples": (dict,),
-    "checkpoint": (str, type(None)),  # the compressed checkpoint (prunebench.load), under runs/
+    # the compressed checkpoint (prunebench.load), relative to paths.runs_dir (older records: an
+    # absolute path); checkpoint_file() finds it
+    "checkpoint": (str, type(None)),
     # a failed run: {"stage", "reason"} (+ "epoch", "step" when training diverged)
     "failure": (dict,),
     "weights_sha256": (str,),  # the compressed model's weights, buffers and plan
@@ -91,12 +93,19 @@ def validate(record: dict[str, Any], where: str = "record") -> dict[str, Any]:
     return record
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; set it straight back
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, text: str | bytes) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() honours the umask
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
@@ -129,3 +138,40 @@ def read_record(path: str | Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise RecordError(f"{path}: unreadable ({exc})") from exc
     return validate(data, str(path))
+
+
+def checkpoint_file(record: dict[str, Any], runs_dir: str | Path | None = None) -> Path:
+    """The record's compressed checkpoint on this machine: its ``checkpoint`` path under
+    ``runs_dir`` (default: the record's own ``paths.runs_dir``). An older record's absolute
+    path is used if it exists, else its ``checkpoints/…`` tail under ``runs_dir``. Raises
+    :class:`RecordError` naming the run command that recreates it when it is not here."""
+    name = record.get("checkpoint")
+    if not name:
+        raise RecordError("the record names no checkpoint (made before checkpoints were saved)")
+    root = Path(runs_dir or record["config"]["paths"]["runs_dir"])
+    path = Path(name)
+    if path.is_absolute():
+        if path.exists():
+            return path
+        tail = path.parts[path.parts.index("checkpoints") :] if "checkpoints" in path.parts else ()
+        path = Path(*tail) if tail else path
+    found = root / path if not path.is_absolute() else path
+    if found.exists():
+        return found
+    raise RecordError(
+        f"its checkpoint {found} is not on this machine (checkpoints stay under paths.runs_dir, "
+        f"out of git); recreate it with: {recreate_command(record)}"
+    )
+
+
+def recreate_command(record: dict[str, Any]) -> str:
+    """The ``run.py`` command line that reruns a record's point (its method options written
+    out, so the point is the same)."""
+    cfg = record["config"]
+    method = {k: v for k, v in cfg["method"].items() if k not in ("_target_", "name")}
+    options = " ".join(f"method.{k}={json.dumps(v)}" for k, v in method.items())
+    return (
+        f"python run.py task={cfg['task']['name']} method={cfg['method']['name']} "
+        f"target.macs_reduction={cfg['target']['macs_reduction']} seed={cfg['seed']} "
+        f"budget={cfg['budget']['name']} data={cfg['data']['source']} {options} force=true"
+    ).strip()

@@ -12,6 +12,7 @@ class Tracker:
 
     def __init__(self, cfg: dict[str, Any], run_name: str, config: dict[str, Any]) -> None:
         self.enabled = bool(cfg.get("enabled", False))
+        self.runs_dir = config.get("paths", {}).get("runs_dir", ".")  # records keep paths under it
         self.run = None
         if not self.enabled:
             return
@@ -59,7 +60,7 @@ class Tracker:
         info = {
             "id": self.run.id,
             "mode": self.run.settings.mode,
-            "dir": os.path.relpath(os.path.dirname(self.run.dir)),
+            "dir": os.path.relpath(os.path.dirname(self.run.dir), self.runs_dir),  # under runs_dir
         }
         self.run.finish()
         return info

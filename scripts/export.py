@@ -5,6 +5,11 @@
 
 Prints the opset, the parity on the task's example input (batch 2), and the median latency of
 PyTorch and onnxruntime at each ``--batch`` (interleaved, after warm-up); ``--json`` writes them.
+A record's checkpoint is looked for under ``--runs-dir`` (default: the record's
+``paths.runs_dir``); a published record's checkpoint is not in git, and the error gives the
+``run.py`` command that recreates it. The weights are embedded in the ``.onnx`` file up to 1.5 GB;
+above that they go to ``<out>.onnx.data`` beside it (ONNX's 2 GB protobuf limit), and the output
+says so. Bad arguments: one ``error:`` line, exit status 2.
 """
 
 from __future__ import annotations
@@ -17,20 +22,32 @@ from pathlib import Path
 import torch
 
 from prunebench.checkpoint import load_with_task
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, RecordError
 from prunebench.export import OPSET, OrtModule, export_onnx, parity
 from prunebench.measure import measure_latency_paired
+from prunebench.records import checkpoint_file, read_record
 
 
-def checkpoint_path(arg: str) -> Path:
-    """A checkpoint file, or a run record naming one."""
+def checkpoint_path(arg: str, runs_dir: str | None = None) -> Path:
+    """A checkpoint file, or a run record naming one (see ``records.checkpoint_file``)."""
     path = Path(arg)
     if path.suffix == ".json":
-        record = json.loads(path.read_text())
-        if not record.get("checkpoint"):
-            raise PrunebenchError(f"record {path} names no checkpoint (made before checkpoints)")
-        return Path(record["checkpoint"])
+        try:
+            return checkpoint_file(read_record(path), runs_dir)
+        except RecordError as exc:
+            raise PrunebenchError(f"record {path}: {exc}") from None
     return path
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for key, values, low in (
+        ("--batch", args.batch, 1),
+        ("--repeats", [args.repeats], 1),
+        ("--warmup", [args.warmup], 0),
+    ):
+        bad = [v for v in values if v < low]
+        if bad:
+            p.exit(2, f"error: {key} {bad[0]}: must be an integer ≥ {low}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--json", help="write the figures here")
+    p.add_argument("--runs-dir", help="where a record's checkpoint lives (default: its own)")
     args = p.parse_args(argv)
+    _check_args(p, args)
     try:
-        path = checkpoint_path(args.source)
+        path = checkpoint_path(args.source, args.runs_dir)
         model, task = load_with_task(path)
         onnx_path = export_onnx(model, task.example_input(2), args.onnx)
         ort_model = OrtModule(onnx_path)
@@ -51,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except PrunebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"exported {onnx_path} (opset {OPSET}, dynamic batch axis)")
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    weights = f"weights in {data}" if data.exists() else "weights embedded"
+    print(f"exported {onnx_path} (opset {OPSET}, dynamic batch axis, {weights})")
     print(
         f"parity on the example input: max |Δ| {check['max_abs_diff']:.2e}, "
         f"max rel {check['max_rel_diff']:.2e} (tolerance {check['atol']} + {check['rtol']}·|y|)"

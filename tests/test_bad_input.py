@@ -76,7 +76,37 @@ CATALOGUE = [
         ["{garbage}", "not a torchvision resnet18 state dict"],
     ),
     (["paths.results_dir={readonly}"], ["paths.results_dir", "{readonly}"]),
+    # built up front (prunebench.preflight): the model, the data settings, the Trainer, the budget
+    (["trainer.devices=0"], ["trainer.devices=0", "-1", "auto"]),
+    (["+trainer.strategy=bogus"], ["trainer", "strategy='bogus'"]),
+    (["data.num_workers=-1"], ["data.num_workers=-1", "≥ 0"]),
+    (["data=disk", "data.val_fraction=1.5"], ["data.val_fraction=1.5", "(0, 1)"]),
+    (["task.depth=21"], ["task.depth=21", "6n+2", "20, 32"]),
+    (["task.shortcut=C"], ["task.shortcut='C'", "A, B"]),
+    (["task.num_classes=0"], ["task.num_classes=0", "≥ 2"]),
+    (["budget.baseline_epochs=0"], ["budget.baseline_epochs=0", "≥ 1", "task.pretrained"]),
+    # method hyper-parameters: one mechanism (prunebench.options), the key and the value named
+    (
+        ["method=kcp", "method.group=layer_kmeans", "method.n_clusters=0"],
+        ["method.n_clusters=0", "[1, inf)"],
+    ),
+    (["method=kcp", "method.finetune_epochs_per_step=-1"], ["method.finetune_epochs_per_step=-1"]),
+    (["method=kcp", "method.step_reduction=abc"], ["method.step_reduction='abc'", "(0, 1]"]),
+    (["method=spp", "method.A=abc"], ["method.A='abc'", "a number", "(0, 1]"]),
+    (["method=spp", "method.A=-1"], ["method.A=-1", "(0, 1]"]),
+    (["method=spp", "method.mask_gradients=2"], ["method.mask_gradients=2", "true or false"]),
+    (["method=lapp", "method.tau=0"], ["method.tau=0", "(0, inf)"]),
+    (["method=lapp", "method.prune_epochs=-1"], ["method.prune_epochs=-1", "null or"]),
+    (["method=cap", "method.calib_fraction=0"], ["method.calib_fraction=0", "(0, 1]"]),
+    (["method=cap", "method.calib_fraction=1.5"], ["method.calib_fraction=1.5", "(0, 1]"]),
+    (["method=trp", "method.period=0"], ["method.period=0", "[1, inf)"]),
+    (["method=random", "method.allocation=paper"], ["method.allocation='paper'", "'uniform'"]),
 ]
+if not torch.cuda.is_available():  # refused only where there is no GPU
+    CATALOGUE += [
+        (["trainer=gpu"], ["trainer.accelerator='gpu'", "no CUDA GPU", "trainer=cpu"]),
+        (["trainer=ddp"], ["trainer.accelerator='gpu'", "no CUDA GPU", "trainer=cpu"]),
+    ]
 HYDRA_CATALOGUE = [  # refused by Hydra while composing, naming the key or listing the choices
     (["bogus_key=1"], ["bogus_key"]),
     (["method=nosuch"], ["method/nosuch", "magnitude", "kcp"]),
@@ -128,37 +158,117 @@ def test_corrupt_compressed_checkpoint_names_the_file(files):
         prunebench.load(files["wrong"])
 
 
-CLI_CASES = [  # (overrides, words in the one error line, exit status)
-    (["budget.finetune_epochs=-1"], ["budget.finetune_epochs=-1"], 2),
-    (["paths.results_dir={readonly}"], ["paths.results_dir"], 2),
-    (["bogus_key=1"], ["bogus_key"], 1),
+def test_target_below_one_unit_is_refused():
+    """A target within rounding of 0 would prune nothing and finetune anyway: the solver says
+    how much its smallest step removes."""
+    from prunebench.errors import ConfigError
+    from prunebench.method import CompressContext
+    from tasks.classification.resnet_cifar import CifarResNet
+
+    model = CifarResNet(8)
+    prunable = [n for n, _ in model.named_modules() if n.endswith(".conv1") and "layer" in n]
+    ctx = CompressContext.build(model, torch.randn(1, 3, 32, 32), prunable, ["conv1", "fc"], 1e-9)
+    scores = {r: torch.rand(g.size) for r, g in ctx.structure.groups.items()}
+    with pytest.raises(ConfigError, match=r"target.macs_reduction=1e-09 is below one prunable"):
+        ctx.solve(scores)
+    ctx.macs_reduction = 1e-4  # above one filter's share: one filter goes
+    assert 0 < ctx.mac_model.plan_reduction(ctx.solve(scores)) < 0.05
+
+
+def test_home_folder_is_expanded_in_overrides():
+    import run
+
+    home = os.path.expanduser("~")
+    assert run.expand_home("task.pretrained=~/r18.pth") == f"task.pretrained={home}/r18.pth"
+    assert run.expand_home("data.root=~") == f"data.root={home}"
+    assert run.expand_home("~task.pretrained") == "~task.pretrained"  # Hydra's delete: untouched
+    assert run.expand_home("seed=1") == "seed=1"
+
+
+# Through the real CLI (``run.py``'s Hydra entry point, argument parsing and exit status), all
+# in one Python process so that the imports are paid once: (overrides, words in the one error
+# line). Every case is refused before anything trains, with status 2.
+CLI_CASES = [
+    (["bogus_key=1"], ["bogus_key", "+bogus_key=1"]),
+    (["method=nosuch"], ["method/nosuch", "magnitude", "kcp"]),
+    (["task=nosuch"], ["task/nosuch", "cifar10_resnet20"]),
+    (["budget=nosuch"], ["budget/nosuch", "smoke"]),
+    (["method.bogus=1"], ["method.bogus"]),
+    (["seed=${{foo}}"], ["seed", "foo"]),
+    (["budget.finetune_epochs=-1"], ["budget.finetune_epochs=-1"]),
+    (["paths.results_dir={readonly}"], ["paths.results_dir"]),
+    (["trainer.devices=0"], ["trainer.devices=0"]),
+    (["data.num_workers=-1"], ["data.num_workers=-1"]),
+    (["task.depth=21"], ["task.depth=21"]),
+    (["task.shortcut=C"], ["task.shortcut='C'"]),
+    (["task.num_classes=0"], ["task.num_classes=0"]),
+    (["budget.baseline_epochs=0"], ["budget.baseline_epochs=0"]),
+    (["method=kcp", "method.step_reduction=abc"], ["method.step_reduction='abc'"]),
+    (["method=spp", "method.A=-1"], ["method.A=-1"]),
+    (
+        ["task=imagenet_resnet18", "task.pretrained=~/no_such_r18.pth"],
+        ["{home}/no_such_r18.pth", "is not a file"],
+    ),
 ]
+if not torch.cuda.is_available():
+    CLI_CASES += [(["trainer=gpu"], ["trainer.accelerator='gpu'"])]
+
+DRIVER = """
+import contextlib, io, json, runpy, sys
+out = []
+for argv in json.load(sys.stdin):
+    err, code = io.StringIO(), 0
+    sys.argv = ["run.py", *argv]
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            runpy.run_path("run.py", run_name="__main__")
+        except SystemExit as exc:
+            code = exc.code
+    out.append({"code": code, "stderr": err.getvalue()})
+print(json.dumps(out))
+"""
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 def test_bad_input_through_the_cli(tmp_path, files):
-    """Real ``python run.py`` processes (started together: their imports dominate)."""
-    procs = []
-    for k, (overrides, _, _) in enumerate(CLI_CASES):
-        cmd = [
-            sys.executable,
-            "run.py",
-            "budget=smoke",
-            "logger=none",
-            f"paths.results_dir={tmp_path / str(k) / 'results'}",
-            f"paths.runs_dir={tmp_path / str(k) / 'runs'}",
-            *_fill(overrides, files),
-        ]
-        procs.append(
-            subprocess.Popen(
-                cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
+    """``python run.py …`` as a user types it: one ``error:`` line naming the key and value,
+    exit status 2, no record or cache written, the published ``results/`` untouched."""
+    import json
+
+    published = _snapshot(ROOT / "results")
+    fill = {**{k: str(v) for k, v in files.items()}, "home": os.path.expanduser("~")}
+    argvs = []
+    for k, (overrides, _) in enumerate(CLI_CASES):
+        out = tmp_path / str(k)
+        argvs.append(
+            [
+                "budget=smoke",
+                "logger=none",
+                f"paths.results_dir={out / 'results'}",
+                f"paths.runs_dir={out / 'runs'}",
+                *(o.format(**fill) for o in overrides),
+            ]
         )
-    for k, ((overrides, words, status), proc) in enumerate(zip(CLI_CASES, procs, strict=True)):
-        _, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == status, (overrides, stderr[-2000:])
-        errors = [ln for ln in stderr.splitlines() if ln.startswith(("error:", "Could not"))]
-        assert len(errors) == 1, stderr[-2000:]
-        for word in _fill(words, files):
-            assert word in errors[0], (word, errors[0])
-        assert not list((tmp_path / str(k)).rglob("*.json"))
-        assert not list((tmp_path / str(k)).rglob("*.pt"))
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER],
+        input=json.dumps(argvs),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.splitlines()[-1])
+    for k, ((overrides, words), result) in enumerate(zip(CLI_CASES, results, strict=True)):
+        lines = result["stderr"].strip().splitlines()
+        assert result["code"] == 2, (overrides, result)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (overrides, lines)
+        for word in words:
+            assert word.format(**fill) in lines[0], (word, lines[0])
+        written = [p for p in (tmp_path / str(k)).rglob("*") if p.suffix in (".json", ".pt")]
+        assert written == [], (overrides, written)
+    assert _snapshot(ROOT / "results") == published

@@ -16,6 +16,7 @@ from prunebench.export import OrtModule, export_onnx, parity
 from prunebench.method import CompressContext
 from prunebench.pipeline import Pipeline
 from prunebench.plan import Plan
+from prunebench.records import checkpoint_file
 from prunebench.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
 from tests.conftest import ROOT, make_cfg
@@ -54,7 +55,7 @@ with torch.no_grad():
 def test_save_load_in_a_fresh_process_and_onnx_parity(tmp_path, method):
     cfg = make_cfg(tmp_path, f"method={method}", "budget.latency.batch=0")
     rec = Pipeline(cfg).run()
-    ckpt = rec["checkpoint"]
+    ckpt = checkpoint_file(rec)
     assert read_checkpoint(ckpt)["meta"]["method"] == method
 
     # The loaded model reproduces the run's test metric on the run's test split.

@@ -20,6 +20,7 @@ from prunebench.masks import apply_masks
 from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
 from prunebench.pipeline import Pipeline
+from prunebench.records import checkpoint_file
 from prunebench.slim import slim
 from tasks.classification.imagefolder import imagefolder_splits
 from tests.conftest import ROOT, make_cfg
@@ -164,6 +165,6 @@ def test_every_method_on_the_embedded_stand_in(tmp_path, method):
         assert abs(rec["achieved_macs_reduction"] - 0.4) <= 0.01
     assert set(rec["test"]) == {"test/top1", "test/top5"}
     # The compressed checkpoint rebuilds the slimmed model: its counted MACs are the run's.
-    loaded = load(rec["checkpoint"])
+    loaded = load(checkpoint_file(rec))
     assert count_macs(loaded, torch.zeros(1, 3, 64, 64)).total == rec["macs"]["realised"]
     assert 0.0 <= rec["test"]["test/top1"] <= rec["test"]["test/top5"] <= 1.0

@@ -17,6 +17,7 @@ from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
 from prunebench.pipeline import Pipeline
 from prunebench.plan import Plan, PlanEntry
+from prunebench.records import checkpoint_file
 from prunebench.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
 
@@ -186,7 +187,7 @@ def test_pipeline_run_trains_thresholds_and_reloads(cfg_factory):
     notes = rec["method_notes"]
     assert any(t != 0.0 for t in notes["thresholds"].values())  # the optimiser moved them
     assert notes["total_epochs"] == 1 and rec["finetune_epochs"] == 0
-    loaded = load(rec["checkpoint"])
+    loaded = load(checkpoint_file(rec))
     assert count_macs(loaded, torch.zeros(1, 3, 32, 32)).total == rec["macs"]["realised"]
     assert isinstance(loaded.get_submodule("layer1.0.conv1"), Bypassed)
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from prunebench.pipeline import Pipeline
-from prunebench.records import read_record
+from prunebench.records import checkpoint_file, read_record
 from prunebench.validate import weights_sha256
 from tests.conftest import records, run_py
 
@@ -35,8 +35,8 @@ def test_ddp_ranks_agree_and_rank_zero_writes_once(tmp_path):
         assert rec["distributed"] == {"world_size": 2, "weights_sha256": [digest, digest]}
         assert rec["achieved_macs_reduction"] > 0.45
         # what rank 0 saved is what every rank computed
-        blob = read_checkpoint(rec["checkpoint"])
-        assert weights_sha256(prunebench.load(rec["checkpoint"]), blob["plan"]) == digest
+        blob = read_checkpoint(checkpoint_file(rec))
+        assert weights_sha256(prunebench.load(checkpoint_file(rec)), blob["plan"]) == digest
     assert recs["spp"]["baseline"]["source"] == "cache"  # the DDP-trained baseline, cached once
     assert not list((tmp_path / "runs" / "resume").rglob("*.ckpt"))  # cleared after each stage
 

@@ -23,6 +23,7 @@ from prunebench.masks import apply_masks
 from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
 from prunebench.pipeline import Pipeline
+from prunebench.records import checkpoint_file
 from prunebench.slim import slim
 from tasks.segmentation.disk import disk_readers
 from tasks.segmentation.embedded import make_scenes
@@ -244,7 +245,7 @@ def test_every_method_on_the_embedded_scenes(tmp_path, shared_cache, method):
     if method in ("magnitude", "random", "cap", "lapp"):  # filter plans: analytic = realised
         assert rec["macs"]["compressed"] == rec["macs"]["realised"]
     # The compressed checkpoint rebuilds the slimmed model: its counted MACs are the run's.
-    loaded = load(rec["checkpoint"])
+    loaded = load(checkpoint_file(rec))
     assert count_macs(loaded, torch.zeros(1, 3, 32, 32)).total == rec["macs"]["realised"]
 
 

@@ -26,6 +26,7 @@ from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
 from prunebench.module import make_optimizer
 from prunebench.pipeline import Pipeline
+from prunebench.records import checkpoint_file
 from prunebench.slim import slim
 from tasks.base import OptimSpec
 from tasks.stereo.data import window
@@ -253,7 +254,7 @@ def test_every_method_on_embedded_stereo(tmp_path, baseline_cache, method):
     else:  # TRP's own reduction; LAPP's thresholds (one 3D channel is ~3 % of this tiny model)
         assert 0 < rec["achieved_macs_reduction"] < 0.6
     # the compressed checkpoint rebuilds the slimmed model with the MACs the run realised
-    loaded = load(rec["checkpoint"])
+    loaded = load(checkpoint_file(rec))
     assert count_macs(loaded, torch.zeros(1, 6, 32, 64)).total == macs["realised"]
 
 
