@@ -41,6 +41,7 @@ class Pipeline(Protocol):
     point_id: str
     stage: str
     stage_seconds: dict[str, float]
+    resumed: dict[str, dict]
     rank_zero: bool
     tracker: Tracker
     usage: dict[str, TrainUsage]
@@ -70,6 +71,7 @@ def identity(p: Pipeline) -> dict[str, Any]:
         "metric": f"test/{p.task.metric}",
         "higher_is_better": p.task.higher_is_better,
         "stage_seconds": p.stage_seconds,
+        **({"resumed": p.resumed} if p.resumed else {}),
         "finetune_epochs": p.finetune_epochs,
         "config": p.cfg,
     }

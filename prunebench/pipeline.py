@@ -29,6 +29,7 @@ from prunebench.errors import ConfigError, PrunebenchError, RecordError
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
 from prunebench.preflight import preflight
+from prunebench.progress import EpochLines, on_terminal
 from prunebench.records import file_lock, read_record, write_record
 from prunebench.resume import StageCheckpoint
 from prunebench.slim import slim
@@ -117,7 +118,8 @@ class Pipeline:
             / self.cfg["task"]["name"]
             / f"{self.point_id}.json"
         )
-        self.stage_seconds: dict[str, float] = {}
+        self.stage_seconds: dict[str, float] = {}  # whole stages, resumed ones included
+        self.resumed: dict[str, dict] = {}  # stage → {from_epoch, seconds_before} when resumed
         self._val_batches: list | None = None
         self.usage: dict[str, TrainUsage] = {}
         self.val_passes = 0  # validation-split passes the compress stage made (model selection)
@@ -157,15 +159,22 @@ class Pipeline:
         ckpt_path = saver.ckpt_path if saver else None
         if ckpt_path:
             print(f"resuming the {stage} stage at epoch {saver.next_epoch} from {ckpt_path}")
+            self.resumed[stage] = {
+                "from_epoch": saver.next_epoch,
+                "seconds_before": saver.seconds_before,
+            }
+        lines = EpochLines(stage, f"{stage}/val/{self.task.metric}")
         trainer = pl.Trainer(
             max_epochs=epochs,
             logger=self.tracker.lightning_logger(),
-            callbacks=([best] if keep_best else []) + (saver.callbacks() if saver else []),
+            callbacks=([best] if keep_best else [])
+            + (saver.callbacks() if saver else [])
+            + [lines],
             enable_checkpointing=saver is not None,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             default_root_dir=self.cfg["paths"]["runs_dir"],
-            **self.cfg["trainer"],
+            **{"enable_progress_bar": on_terminal(), **self.cfg["trainer"]},
         )
         trainer.fit(module, datamodule=self.dm, ckpt_path=ckpt_path)
         distributed.broadcast_state(model)
@@ -224,7 +233,8 @@ class Pipeline:
         self.stage = stage
         start = time.perf_counter()
         out = fn(*args)
-        self.stage_seconds[stage] = round(time.perf_counter() - start, 3)
+        before = self.resumed.get(stage, {}).get("seconds_before", 0.0)  # killed runs' part
+        self.stage_seconds[stage] = round(time.perf_counter() - start + before, 3)
         return out
 
     # -- the stages -------------------------------------------------------------------------

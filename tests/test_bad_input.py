@@ -272,3 +272,57 @@ def test_bad_input_through_the_cli(tmp_path, files):
         written = [p for p in (tmp_path / str(k)).rglob("*") if p.suffix in (".json", ".pt")]
         assert written == [], (overrides, written)
     assert _snapshot(ROOT / "results") == published
+
+
+def test_export_refuses_bad_arguments_and_names_a_missing_checkpoint(tmp_path, capsys):
+    """``scripts/export.py``: a batch of 0 is refused before anything loads; a published record
+    whose checkpoint is not on this machine says so and gives the command that recreates it."""
+    from scripts.export import main as export
+
+    record = next((ROOT / "results" / "records").rglob("*.json"))
+    with pytest.raises(SystemExit) as info:
+        export([str(record), "--onnx", str(tmp_path / "x.onnx"), "--batch", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --batch 0: must be an integer ≥ 1"
+
+    from prunebench.records import read_record
+
+    with_ckpt = next(
+        p
+        for p in (ROOT / "results" / "records").rglob("*.json")
+        if read_record(p).get("checkpoint")
+    )
+    code = export([str(with_ckpt), "--onnx", str(tmp_path / "x.onnx"), "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    cfg = read_record(with_ckpt)["config"]
+    assert "is not on this machine" in err[0]
+    assert f"python run.py task={cfg['task']['name']} method={cfg['method']['name']}" in err[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    from prunebench.records import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.json", "{}")
+        os.umask(0o077)
+        write_atomic(tmp_path / "b.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_relative_checkpoint_is_found_under_runs_dir(tmp_path):
+    from prunebench.records import checkpoint_file
+
+    ckpt = tmp_path / "elsewhere" / "checkpoints" / "t" / "p.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    record = {"checkpoint": "checkpoints/t/p.pt", "config": {"paths": {"runs_dir": "/nowhere"}}}
+    assert checkpoint_file(record, tmp_path / "elsewhere") == ckpt
+    # an older record's absolute path from another machine: its checkpoints/… tail
+    record["checkpoint"] = "/other/machine/runs/checkpoints/t/p.pt"
+    assert checkpoint_file(record, tmp_path / "elsewhere") == ckpt

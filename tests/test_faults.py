@@ -42,6 +42,17 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     resumed = records(tmp_path)
     assert sorted(resumed) == ["magnitude", "random"]
     assert not ckpt.exists()
+    assert not (tmp_path / "runs" / "resume").exists()  # no empty folders left behind
+    assert "exists and is not empty" not in rerun.stderr  # Lightning's noise on resume
+    # the record counts the whole finetune stage, and says how much came before the kill
+    part = resumed["magnitude"]["resumed"]["finetune"]
+    assert part["from_epoch"] == 2 and part["seconds_before"] > 0
+    assert resumed["magnitude"]["stage_seconds"]["finetune"] > part["seconds_before"]
+    assert "resumed" not in resumed["random"]
+    # not on a terminal: plain progress lines, in the output and in Hydra's run.log
+    assert "finetune epoch 3/3 · loss" in rerun.stdout + rerun.stderr
+    logs = "".join(p.read_text() for p in (tmp_path / "runs").rglob("run.log"))
+    assert "finetune epoch 3/3 · loss" in logs and "ETA" in logs
 
     straight = run_py(tmp_path, "method=magnitude", *RESUMABLE, results="straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
