@@ -83,15 +83,20 @@ def expand_home(arg: str) -> str:
 def cli() -> None:
     """``main`` with Hydra's composition errors as one ``error:`` line and exit status 2."""
     sys.argv = [sys.argv[0], *map(expand_home, sys.argv[1:])]
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them
     try:
         main()
     except (HydraException, OmegaConfBaseException) as exc:
-        if full_error:
+        if previous == "1":  # the user asked for Hydra's full report
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
 
 
 if __name__ == "__main__":

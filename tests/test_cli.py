@@ -88,5 +88,5 @@ def test_disk_without_root_names_layout(tmp_path):
 
 def test_unknown_method_lists_choices(tmp_path):
     out = run_py(tmp_path, "method=nosuch", "logger=none")
-    assert out.returncode != 0
+    assert out.returncode == 2  # bad input, like every other refusal
     assert "Could not find 'method/nosuch'" in out.stderr and "magnitude" in out.stderr

@@ -3,6 +3,7 @@ and every one of them instantiates."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,12 @@ def test_method_config_matches_module_and_class(stem):
     method = instantiate({k: v for k, v in cfg.items() if k != "name"})
     assert isinstance(method, Method) and method.name == stem
     assert method.start in ("baseline", "scratch")
+    # every hyper-parameter is declared with option() (type + interval or choices), so the one
+    # check in Method.__post_init__ covers it
+    fields = dataclasses.fields(method) if dataclasses.is_dataclass(method) else ()
+    options = [f for f in fields if not f.name.startswith("_")]
+    assert all("within" in f.metadata for f in options), [f.name for f in options]
+    assert {f.name for f in options} == set(cfg) - {"_target_", "name"}
 
 
 @pytest.mark.parametrize("stem", TASKS)
