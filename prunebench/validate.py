@@ -1,8 +1,9 @@
 """Checks on a composed run config before anything runs: each bad value is one
 :class:`ConfigError` naming the key, the value and what is accepted, so a bad sweep point fails
 in a second and writes nothing (no record, no cache). Hydra itself refuses unknown keys and
-unknown group choices (listing the choices); method hyper-parameters are checked by the method
-classes when they are built; task-specific values (data roots, pretrained files) by the task.
+unknown group choices (listing the choices); method hyper-parameters by ``prunebench.options``
+when the method is built; the model, data settings and Trainer by ``prunebench.preflight``;
+task-specific values (data roots, pretrained files) by the task.
 """
 
 from __future__ import annotations
