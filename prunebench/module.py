@@ -73,6 +73,7 @@ class PruneModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.hooks.before_optimizer_step(self.model, self.global_step)
+        clear_momentum(optimizer, self.model, self.hooks.momentum_masks(self.model))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.hooks.after_optimizer_step(self.model, self.global_step)
@@ -124,6 +125,19 @@ class PruneModule(pl.LightningModule):
 
 
 OPTIMIZERS = ("sgd", "adam")
+MOMENTUM_STATE = ("momentum_buffer", "exp_avg")  # SGD's momentum, Adam's first moment
+
+
+def clear_momentum(
+    optimizer: torch.optim.Optimizer, model: nn.Module, masks: dict[str, torch.Tensor]
+) -> None:
+    """Multiply the momentum of each named parameter of ``model`` by its 0/1 mask (where the
+    optimiser holds one yet), so masked entries start the update with no history."""
+    for name, mask in masks.items():
+        state = optimizer.state.get(model.get_parameter(name), {})
+        for key in MOMENTUM_STATE:
+            if isinstance(state.get(key), torch.Tensor):
+                state[key].mul_(mask.to(state[key].dtype))
 
 
 def make_optimizer(groups: list[dict], o: OptimSpec) -> torch.optim.Optimizer:
