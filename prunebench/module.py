@@ -10,6 +10,7 @@ from torch import nn
 
 from prunebench.errors import ConfigError, TrainingDiverged
 from prunebench.method import TrainingHooks
+from prunebench.milestones import milestone_epochs
 from prunebench.sampling import epoch_seed
 from tasks.base import OptimSpec, Task
 
@@ -105,9 +106,7 @@ class PruneModule(pl.LightningModule):
         groups = [*lr_groups(self.model, o.lr, o.lr_mult), *self.hook_groups]
         opt = make_optimizer(groups, o)
         epochs = max(1, self.trainer.max_epochs or 1)
-        milestones = sorted(
-            {max(1, round(f * epochs)) for f in o.milestones if round(f * epochs) < epochs}
-        )
+        milestones = milestone_epochs(o.milestones, epochs)
         if o.warmup_epochs <= 0 and o.schedule == "step":
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=o.gamma)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
