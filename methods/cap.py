@@ -69,7 +69,7 @@ class _Layer:
 
 @dataclass
 class CaP(Method):
-    calib_fraction: float = 0.1
+    calib_fraction: float = 0.2
     ridge: float = 0.0
     variance_rescale: bool = True
     search_steps: int = 6
