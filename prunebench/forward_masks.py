@@ -29,10 +29,11 @@ class _ForwardMasked(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight = ctx.saved_tensors
         c = ctx.conv
+        dt = dy.dtype  # under autocast the forward ran in a lower precision than the weights
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             dy,
-            x,
-            weight,
+            x.to(dt),
+            weight.to(dt),
             None,
             list(c.stride),
             list(c.padding),
@@ -42,6 +43,8 @@ class _ForwardMasked(torch.autograd.Function):
             c.groups,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False],
         )
+        grad_x = None if grad_x is None else grad_x.to(x.dtype)
+        grad_w = None if grad_w is None else grad_w.to(weight.dtype)
         return grad_x, grad_w, None, None
 
 
