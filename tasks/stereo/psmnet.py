@@ -23,8 +23,7 @@ Two choices of ours, neutral for the paper configuration, and one that holds in 
   authors' code does: stacking would make BatchNorm normalise with statistics pooled over both
   views and update its running statistics once per step instead of twice (on the same weights
   and input, the two differ by up to 23 px of training-mode disparity on the ``cpu``-tier model).
-  Tracing, MAC counting
-  and export put the model in eval mode, so they see the stacked form.
+  Tracing, MAC counting and export put the model in eval mode, so they see the stacked form.
 
 ``width`` scales every channel count (32/64/128 → round(width·c)) and ``spp_pools`` replaces the
 64/32/16/8 pools, so the ``cpu``/``smoke`` tiers can shrink the model; at ``width=1`` and the
