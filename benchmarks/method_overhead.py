@@ -34,6 +34,7 @@ from methods.lapp import LAPP
 from methods.spp import SPP
 from methods.trp import TRP
 from prunebench.method import CompressContext, TrainingHooks
+from prunebench.module import clear_momentum
 from tasks.classification.resnet_cifar import CifarResNet
 
 # name → a function building the method's hooks for a context (methods with training-time hooks)
@@ -85,6 +86,7 @@ def _step(model, opt, hooks: TrainingHooks, x, y, step: int) -> float:
     opt.zero_grad()
     loss.backward()
     hooks.before_optimizer_step(model, step)
+    clear_momentum(opt, model, hooks.momentum_masks(model))  # as the LightningModule does
     opt.step()
     hooks.after_optimizer_step(model, step)
     return time.perf_counter() - start

@@ -70,7 +70,7 @@ class _Layer:
 
 @dataclass
 class CaP(Method):
-    calib_fraction: float = option(0.1, within="(0, 1]")
+    calib_fraction: float = option(0.2, within="(0, 1]")
     ridge: float = option(0.0, within="[0, inf)")
     variance_rescale: bool = option(True)
     search_steps: int = option(6, within="[1, inf)")

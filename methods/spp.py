@@ -1,7 +1,17 @@
 """SPP — Structured Probabilistic Pruning: Wang, Zhang, Wang, Hu, "Structured Probabilistic
 Pruning for Convolutional Neural Network Acceleration", BMVC 2018 (arXiv 1709.06994).
-Verified against the authors' Caffe code (``PP_Col``, see ``shared/papers.md``); this
-implementation is our own.
+Verified against the authors' Caffe code (``PP_Col`` in ``MingSun-Tse/Caffe_IncReg``: the
+``ConvolutionLayer`` forward/backward around ``ProbPruneCol`` and the SGD solver's
+``ClearHistory``); this implementation is our own.
+
+Code version followed: the defaults are the code of 23 March 2018 (commit ``6e93b0b``), inside
+the window in which ``score_decay`` = 0.9 and element-wise draws held together (decay 0.9 from
+7 March, element-wise draws from 15 March, both back to 0 / one draw per column on 23 April
+2018); that code clears the masked weights' momentum at every step. The last version with SPP
+(10 August 2018, ``15c55db``), like the code before the window, has ``score_decay`` 0 and one
+draw per column, and clears the momentum only once the layer has pruned a column (from 29 April
+2018; 19–29 April not at all): ``score_decay=0 sampling=column clear_momentum=once_pruned``.
+Both versions restore the weights at the end of the forward (``restore: forward``).
 
 The unit is a *column* of a conv's im2col weight matrix: ``W[:, c, i, j]``, one input position
 across every filter (``prunebench.columns``). Each column has a pruning probability ``p`` (0 at
@@ -18,9 +28,12 @@ the start). Training from the baseline (the during-training shape):
   so Δ(0) = A, Δ(N_c) = uA, Δ(G) = 0: low-ranked columns gain probability, the others lose it
   (and can recover). A column whose ``p`` reaches 1 is pruned for good (its weights zeroed).
 * every iteration, each weight is kept with probability ``1 − p`` of its column (``sampling``:
-  ``element``, a Bernoulli draw per weight as the code does; ``column``, one draw per column);
-  the masked weights are used in forward and backward and **restored** after the optimiser step.
-  The draw is seeded from (seed, global step): the same masks on every DDP rank.
+  ``element``, a Bernoulli draw per weight; ``column``, one draw per column). The draw is seeded
+  from (seed, global step): the same masks on every DDP rank. With ``restore: forward`` (the
+  authors' code) the mask holds for the **forward pass only** and the weights are restored at
+  its end (``prunebench.forward_masks``): the input gradient flows through the unmasked weights;
+  the masked weights' gradients are zeroed only once the layer has pruned at least one column;
+  weight decay still moves them; their momentum is cleared (``clear_momentum``).
 * a layer whose pruned columns reach its target ``R_l`` has its masks fixed (surviving columns
   p = 0) and keeps training; the finetune stage then retrains the column-slimmed network.
 
@@ -34,9 +47,14 @@ Deviations and unverified choices (named options):
 
 * ``prune_interval`` (1) — a solver parameter in the authors' code; its value for each recipe is
   not verified.
-* ``mask_gradients`` (true): the gradients of masked weights are zeroed before the step (they
-  are restored anyway; this only keeps them out of SGD's momentum). The Caffe code's handling of
-  the history buffer is not verified.
+* ``restore: step`` (the project's earlier rule, a named option): the masked weights are used in
+  forward *and* backward, their gradients are always zeroed, they are restored after the
+  optimiser step (so weight decay does not move them) and their momentum is kept (with
+  ``clear_momentum: never``, its pair).
+* The code marks filters whose every column in the next layer is pruned as pruned rows and masks
+  them during training; here they keep training (their output reaches nothing) and are removed
+  when the plan is slimmed. The code also adds the current L1 to ``h`` at every iteration; here
+  at every probability update (the same with ``prune_interval`` 1).
 * When the compress budget ends before a layer reaches ``R_l``, its lowest-``h`` surviving
   columns are pruned deterministically to reach it; with ``uniform`` allocation, if the network
   then still falls short of the MACs target (fewer channels emptied than the solver predicted),
@@ -56,12 +74,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from prunebench.forward_masks import clear_forward_mask, set_forward_mask
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 
 ALLOCATIONS = ("uniform", "paper")
 SAMPLINGS = ("element", "column")
+RESTORES = (
+    "forward",
+    "step",
+)  # the code's restore at the end of the forward | ours: after the step
+CLEAR_MOMENTUM = ("always", "once_pruned", "never")
 
 
 def delta(r: torch.Tensor, G: int, A: float, u: float) -> torch.Tensor:
@@ -94,7 +118,8 @@ class ColumnState:
 
 class SPPHooks(TrainingHooks):
     """Probability updates every ``prune_interval`` steps, Bernoulli masks every step, weights
-    restored after the optimiser step. Vectorised per layer (no loop over columns)."""
+    restored at the end of the forward (``restore: forward``) or after the optimiser step
+    (``step``). Vectorised per layer (no loop over columns)."""
 
     keep_best_epoch = False  # the pruned columns describe the last weights, not an earlier epoch's
 
@@ -146,7 +171,8 @@ class SPPHooks(TrainingHooks):
             self.update(model)
         gen: torch.Generator | None = None
         for name, st in self.state.items():
-            w = model.get_submodule(name).weight
+            conv = model.get_submodule(name)
+            w = conv.weight
             if st.fixed:  # pruned columns only; they are zero already
                 self._masks[name] = (~st.pruned).to(w.dtype).unsqueeze(0)
                 self._saved.pop(name, None)
@@ -160,27 +186,45 @@ class SPPHooks(TrainingHooks):
             else:
                 u = torch.rand(keep_prob.shape, generator=gen, device=w.device, dtype=w.dtype)
                 mask = (u < keep_prob).unsqueeze(0)
-            self._saved[name] = w.detach().clone()
             self._masks[name] = mask.to(w.dtype)
-            w.mul_(self._masks[name])
+            if self.m.restore == "forward":  # the code: masked forward, restored at its end
+                set_forward_mask(conv, self._masks[name])
+            else:
+                self._saved[name] = w.detach().clone()
+                w.mul_(self._masks[name])
+
+    def _zeroes_masked(self, name: str) -> bool:
+        """Whether the masked weights' gradients are zeroed: always (``step``), or once the
+        layer has pruned a column (the code's ``pruned_ratio > 0``)."""
+        return self.m.restore == "step" or bool(self.state[name].pruned.any())
 
     @torch.no_grad()
     def before_optimizer_step(self, model: nn.Module, step: int) -> None:
-        if not self.m.mask_gradients:
-            return
         for name, mask in self._masks.items():
             g = model.get_submodule(name).weight.grad
-            if g is not None:
+            if g is not None and self._zeroes_masked(name):
                 g.mul_(mask)
+
+    def momentum_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The code's ``ClearHistory``: the masked weights' momentum, every step (``always``) or
+        once the layer has pruned a column (``once_pruned``); ``never`` keeps it."""
+        rule = self.m.clear_momentum
+        return {
+            f"{name}.weight": mask
+            for name, mask in self._masks.items()
+            if rule == "always" or (rule == "once_pruned" and self.state[name].pruned.any())
+        }
 
     @torch.no_grad()
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         for name, mask in self._masks.items():
-            w = model.get_submodule(name).weight
-            if name in self._saved:  # masked weights get their pre-step values back
+            conv = model.get_submodule(name)
+            w = conv.weight
+            if name in self._saved:  # restore: step — masked weights get their pre-step values
                 w.copy_(torch.where(mask.bool().expand_as(w), w, self._saved[name]))
-            else:
-                w.mul_(mask)  # fixed layer: pruned columns stay zero
+            else:  # pruned columns stay zero (a no-op unless momentum was kept)
+                clear_forward_mask(conv)
+                w.mul_((~self.state[name].pruned).to(w.dtype).unsqueeze(0))
         self._masks.clear()
         self._saved.clear()
 
@@ -193,7 +237,8 @@ class SPP(Method):
     score_decay: float = option(0.9, within="[0, 1]")
     sampling: str = option("element", choices=SAMPLINGS)
     allocation: str = option("uniform", choices=ALLOCATIONS)
-    mask_gradients: bool = option(True)
+    restore: str = option("forward", choices=RESTORES)
+    clear_momentum: str = option("always", choices=CLEAR_MOMENTUM)
     _notes: dict = field(default_factory=dict, repr=False)
 
     def notes(self) -> dict:

@@ -67,6 +67,12 @@ class TrainingHooks:
     def before_optimizer_step(self, model: nn.Module, step: int) -> None:
         """After backward, before the update (e.g. to edit gradients)."""
 
+    def momentum_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Parameter name → 0/1 mask (broadcastable to it): right before the update, after
+        :meth:`before_optimizer_step`, the core multiplies the optimiser's momentum of that
+        parameter by it (SGD's momentum buffer, Adam's first moment); none by default."""
+        return {}
+
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """After the update (e.g. to project or restore weights)."""
 

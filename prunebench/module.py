@@ -10,6 +10,7 @@ from torch import nn
 
 from prunebench.errors import ConfigError, TrainingDiverged
 from prunebench.method import TrainingHooks
+from prunebench.milestones import milestone_epochs
 from prunebench.sampling import epoch_seed
 from tasks.base import OptimSpec, Task
 
@@ -73,6 +74,7 @@ class PruneModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.hooks.before_optimizer_step(self.model, self.global_step)
+        clear_momentum(optimizer, self.model, self.hooks.momentum_masks(self.model))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.hooks.after_optimizer_step(self.model, self.global_step)
@@ -104,9 +106,7 @@ class PruneModule(pl.LightningModule):
         groups = [*lr_groups(self.model, o.lr, o.lr_mult), *self.hook_groups]
         opt = make_optimizer(groups, o)
         epochs = max(1, self.trainer.max_epochs or 1)
-        milestones = sorted(
-            {max(1, round(f * epochs)) for f in o.milestones if round(f * epochs) < epochs}
-        )
+        milestones = milestone_epochs(o.milestones, epochs)
         if o.warmup_epochs <= 0 and o.schedule == "step":
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=o.gamma)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
@@ -124,6 +124,19 @@ class PruneModule(pl.LightningModule):
 
 
 OPTIMIZERS = ("sgd", "adam")
+MOMENTUM_STATE = ("momentum_buffer", "exp_avg")  # SGD's momentum, Adam's first moment
+
+
+def clear_momentum(
+    optimizer: torch.optim.Optimizer, model: nn.Module, masks: dict[str, torch.Tensor]
+) -> None:
+    """Multiply the momentum of each named parameter of ``model`` by its 0/1 mask (where the
+    optimiser holds one yet), so masked entries start the update with no history."""
+    for name, mask in masks.items():
+        state = optimizer.state.get(model.get_parameter(name), {})
+        for key in MOMENTUM_STATE:
+            if isinstance(state.get(key), torch.Tensor):
+                state[key].mul_(mask.to(state[key].dtype))
 
 
 def make_optimizer(groups: list[dict], o: OptimSpec) -> torch.optim.Optimizer:

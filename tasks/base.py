@@ -15,14 +15,16 @@ import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
+from prunebench.milestones import milestone_fraction
 
 SCHEDULES = ("step", "poly")
 
 
 @dataclass(frozen=True)
 class OptimSpec:
-    """One stage's optimiser recipe. Milestones are fractions of the stage's epochs, so tiers
-    that shrink the epochs keep the schedule's shape.
+    """One stage's optimiser recipe. Milestones are fractions of the stage's epochs (numbers, or
+    exact ratios ``"a/b"``: ``prunebench.milestones``), so tiers that shrink the epochs keep the
+    schedule's shape.
 
     ``optimizer`` is ``sgd`` (``momentum``, ``nesterov`` apply) or ``adam`` (``betas`` apply);
     ``weight_decay`` is the optimiser's own (L2 added to the gradient) in both.
@@ -41,7 +43,7 @@ class OptimSpec:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
-    milestones: tuple[float, ...] = (0.5, 0.75)
+    milestones: tuple[float | str, ...] = (0.5, 0.75)
     gamma: float = 0.1
     batch_size: int = 128
     warmup_epochs: float = 0.0
@@ -55,6 +57,8 @@ class OptimSpec:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"recipe schedule={self.schedule!r}; choices: {SCHEDULES}")
+        for m in self.milestones:
+            milestone_fraction(m)
 
 
 class Task(ABC):

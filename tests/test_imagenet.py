@@ -139,7 +139,7 @@ def test_resnet50_bottleneck_masked_equals_slimmed():
     torch.testing.assert_close(slimmed.fc.weight, model.fc.weight)
 
 
-# CaP's search at the smoke tier: 25 calibration images leave ResNet-18's 4,608-wide input
+# CaP's search at the smoke tier: 51 calibration images leave ResNet-18's 4,608-wide input
 # covariances singular (every solve an eigendecomposition); a tiny ridge and a shorter search keep
 # this smoke test in seconds without changing what is checked.
 SMOKE_OVERRIDES = {"cap": ("method.ridge=1e-6", "method.search_steps=2", "method.target_iters=2")}

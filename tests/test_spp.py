@@ -16,6 +16,7 @@ from prunebench.columns import ColumnConv
 from prunebench.masks import apply_masks
 from prunebench.measure import count_macs
 from prunebench.method import CompressContext
+from prunebench.module import clear_momentum
 from prunebench.plan import Plan, PlanEntry
 from prunebench.slim import slim
 from tests.conftest import conv3d_stack
@@ -75,12 +76,13 @@ def test_scripted_probability_updates_and_permanent_removal():
 
 
 @pytest.mark.parametrize("sampling", ["element", "column"])
-def test_masked_weights_are_restored_and_pruned_columns_stay_zero(sampling):
+def test_step_rule_restores_masked_weights_and_pruned_columns_stay_zero(sampling):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.Flatten(), nn.LazyLinear(2))
     x, y = torch.randn(4, 3, 5, 5), torch.tensor([0, 1, 0, 1])
     model(x)
-    hooks = SPPHooks(SPP(sampling=sampling, prune_interval=1000), {"0": 20}, seed=1)
+    method = SPP(sampling=sampling, prune_interval=1000, restore="step", clear_momentum="never")
+    hooks = SPPHooks(method, {"0": 20}, seed=1)
     hooks.update(model)
     st = hooks.state["0"]
     st.p.fill_(0.5)
@@ -113,6 +115,106 @@ def test_masked_weights_are_restored_and_pruned_columns_stay_zero(sampling):
     hooks.batch_start(model, 2)
     assert torch.equal(hooks._masks["0"].bool().expand_as(masks[1]), masks[1])
     hooks.after_optimizer_step(model, 2)
+
+
+# One SGD step (lr 0.1, momentum 0.9, weight decay 0.01) on a 1×1 conv, 3 columns → 1 filter,
+# x = (5, 7, 11), loss y²/2 and a fixed mask m = (0, 0, 1): column 1 masked (p = 1, not pruned),
+# column 2 kept (p = 0), column 0 pruned for good (w = 0) or masked like column 1 (w = 4). Prior
+# momentum 1 everywhere. Forward: y = 3·11 = 33 = ∂L/∂y in every case; raw ∂L/∂W = 33·x =
+# (165, 231, 363).
+STEP_CASES = {
+    # the code: input gradient through the unmasked W = 33·W; a pruned column → masked gradients
+    # zeroed; momentum of masked weights cleared; weight decay on the unmasked W.
+    # m' = (0, 0, 0.9 + 363 + 0.03); W' = W − 0.1·m'.
+    ("forward", "always", True): {
+        "grad_x": [0.0, 66.0, 99.0],
+        "w": [0.0, 2 - 0.1 * 0.02, 3 - 0.1 * 363.93],
+        "momentum": [0.0, 0.02, 363.93],
+    },
+    # no column pruned yet: the gradients stay (d = 33·x + 0.01·W); momentum cleared where masked
+    ("forward", "always", False): {
+        "grad_x": [132.0, 66.0, 99.0],
+        "w": [4 - 0.1 * 165.04, 2 - 0.1 * 231.02, 3 - 0.1 * 363.93],
+        "momentum": [165.04, 231.02, 363.93],
+    },
+    # the last SPP code: momentum cleared only once the layer pruned a column (none here)
+    ("forward", "once_pruned", False): {
+        "grad_x": [132.0, 66.0, 99.0],
+        "w": [4 - 0.1 * 165.94, 2 - 0.1 * 231.92, 3 - 0.1 * 363.93],
+        "momentum": [165.94, 231.92, 363.93],
+    },
+    # ours: input gradient through W·m; gradients always zeroed; weight decay on W·m = (0, 0, 3);
+    # momentum kept (0.9 where masked); masked weights restored after the step
+    ("step", "never", True): {
+        "grad_x": [0.0, 0.0, 99.0],
+        "w": [0.0, 2.0, 3 - 0.1 * 363.93],
+        "momentum": [0.9, 0.9, 363.93],
+    },
+    ("step", "never", False): {
+        "grad_x": [0.0, 0.0, 99.0],
+        "w": [4.0, 2.0, 3 - 0.1 * 363.93],
+        "momentum": [0.9, 0.9, 363.93],
+    },
+}
+
+
+@pytest.mark.parametrize(("restore", "momentum", "pruned"), list(STEP_CASES))
+def test_one_sgd_step_per_rule_by_hand(restore, momentum, pruned):
+    conv = nn.Conv2d(3, 1, 1, bias=False).double()
+    model = nn.Sequential(conv)
+    conv.weight.data = torch.tensor([0.0 if pruned else 4.0, 2.0, 3.0]).double().view(1, 3, 1, 1)
+    hooks = SPPHooks(SPP(restore=restore, clear_momentum=momentum, prune_interval=100), {"0": 2}, 0)
+    hooks._init(model)
+    st = hooks.state["0"]
+    st.p.view(-1)[:] = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)  # mask (0, 0, 1)
+    st.pruned.view(-1)[0] = pruned
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    opt.state[conv.weight]["momentum_buffer"] = torch.ones_like(conv.weight)
+    x = torch.tensor([5.0, 7.0, 11.0], dtype=torch.float64).view(1, 3, 1, 1).requires_grad_()
+    hooks.batch_start(model, 1)  # step 1: no probability update (interval 100)
+    y = model(x)
+    assert float(y.detach()) == 33.0
+    (0.5 * y.pow(2).sum()).backward()
+    hooks.before_optimizer_step(model, 1)
+    clear_momentum(opt, model, hooks.momentum_masks(model))  # what the LightningModule does
+    opt.step()
+    hooks.after_optimizer_step(model, 1)
+    want = STEP_CASES[(restore, momentum, pruned)]
+    assert x.grad.flatten().tolist() == pytest.approx(want["grad_x"], abs=1e-12)
+    assert conv.weight.detach().flatten().tolist() == pytest.approx(want["w"], abs=1e-12)
+    buf = opt.state[conv.weight]["momentum_buffer"].flatten().tolist()
+    assert buf == pytest.approx(want["momentum"], abs=1e-12)
+    assert "forward" not in vars(conv)  # the forward mask is gone after the step
+
+
+def test_forward_mask_gradients_equal_autograd_on_both_weights():
+    # conv(x, W·m) forward; ∂/∂x as conv(x, W); ∂/∂W as ∂/∂(W·m): checked on a strided, padded,
+    # dilated conv with a bias against autograd on the two plain convs.
+    from prunebench.forward_masks import clear_forward_mask, set_forward_mask
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=2, dilation=2).double()
+    mask = (torch.rand(4, 3, 3, 3) < 0.5).double()
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    set_forward_mask(conv, mask)
+    y = conv(x)
+    y.backward(dy)
+    gx, gw, gb = x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()
+    clear_forward_mask(conv)
+    w = conv.weight.detach()
+    wm = (w * mask).requires_grad_()
+    ref = F.conv2d(x.detach(), wm, conv.bias.detach(), 2, 2, 2)
+    torch.testing.assert_close(y, ref)
+    ref.backward(dy)
+    x2 = x.detach().requires_grad_()
+    F.conv2d(x2, w, None, 2, 2, 2).backward(dy)
+    torch.testing.assert_close(gx, x2.grad)
+    torch.testing.assert_close(gw, wm.grad)
+    torch.testing.assert_close(gb, dy.sum((0, 2, 3)))
+    x3 = x.detach().requires_grad_()  # through W·m the input gradient differs
+    F.conv2d(x3, w * mask, None, 2, 2, 2).backward(dy)
+    assert not torch.allclose(gx, x3.grad)
 
 
 @pytest.mark.parametrize(

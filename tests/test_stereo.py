@@ -348,3 +348,57 @@ def test_sceneflow_disk_datamodule_crops_and_pads(tmp_path):
     assert x.shape == (6, 48, 80) and torch.isnan(d[:8]).all() and torch.isnan(d[:, 70:]).all()
     assert float(d[8:, :70].mean()) == 7.0 and float(x[:, :8].abs().sum()) == 0.0
     assert (len(dm.train_set), len(dm.val_set)) == (1, 1)
+
+
+class _Replay(torch.nn.Module):
+    """Stands in for the feature extractor: checks it is called on each view in turn (left, then
+    right, as the authors' ``stackhourglass.py`` does) and returns the given features."""
+
+    def __init__(self, views, features) -> None:
+        super().__init__()
+        self.calls = list(zip(views, features, strict=True))
+
+    def forward(self, x):
+        view, features = self.calls.pop(0)
+        assert torch.equal(x, view)
+        return features
+
+
+def _bn_buffers(model):
+    return {k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+def test_training_forward_runs_the_extractor_per_view():
+    # Reference: the authors' order — the extractor on the left view, then on the right (BN
+    # statistics per view, running statistics updated twice), then the 3D part on those features.
+    torch.manual_seed(0)
+    ours = PSMNet(16, 0.25, (8, 4, 2, 1)).double().train()
+    ref, stacked = copy.deepcopy(ours), copy.deepcopy(ours)
+    x = torch.randn(2, 6, 32, 64, dtype=torch.float64)
+    with torch.no_grad():
+        preds = ours(x)
+        views = [x[:, :3], x[:, 3:]]
+        features = [ref.feature_extraction(v) for v in views]
+        extractor, ref.feature_extraction = ref.feature_extraction, _Replay(views, features)
+        ref_preds = ref(x)
+        assert not ref.feature_extraction.calls  # both views were asked for
+        ref.feature_extraction = extractor
+    assert len(preds) == 3
+    for p, q in zip(preds, ref_preds, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    mine, theirs = _bn_buffers(ours), _bn_buffers(ref)
+    assert mine.keys() == theirs.keys()
+    for k in mine:
+        torch.testing.assert_close(mine[k], theirs[k], rtol=0, atol=0)
+    assert int(mine["feature_extraction.firstconv.0.1.num_batches_tracked"]) == 2
+    assert int(mine["dres0.0.1.num_batches_tracked"]) == 1
+    # the stacked pass (the extractor once on both views) is what this guards against: its
+    # pooled statistics give other features and running statistics
+    with torch.no_grad():
+        both = stacked.feature_extraction(torch.cat(views, 0))
+    assert not torch.allclose(both[:2], features[0], atol=1e-6)
+    assert not torch.allclose(
+        stacked.feature_extraction.firstconv[0][1].running_mean,
+        ours.feature_extraction.firstconv[0][1].running_mean,
+        atol=1e-6,
+    )

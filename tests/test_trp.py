@@ -188,3 +188,87 @@ def test_a_float32_svd_that_does_not_converge_is_retried_in_float64(monkeypatch)
     assert calls == [torch.float32, torch.float64] and proj.dtype == torch.float32
     torch.testing.assert_close(proj, expected[0], atol=1e-5, rtol=1e-5)
     assert torch.equal(k, expected[2])
+
+
+class _Stop(Exception):
+    pass
+
+
+def _compress_stage_lrs(tmp_path, *overrides: str) -> list[float]:
+    """The lr of every epoch of TRP's compress stage, as the run config resolves it: the recipe
+    and overrides TRP hands to ``ctx.train``, through the LightningModule's own scheduler."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from prunebench.module import PruneModule
+    from tests.conftest import make_cfg
+
+    cfg = OmegaConf.to_container(
+        make_cfg(tmp_path, "task=cifar10_resnet20", "method=trp", *overrides), resolve=True
+    )
+    task = instantiate(cfg["task"], _convert_="all")
+    method = instantiate({k: v for k, v in cfg["method"].items() if k != "name"})
+    model = task.build_model()
+    ctx = CompressContext.build(
+        model,
+        task.example_input(),
+        task.prunable_layers(model),
+        task.protected_layers(model),
+        0.5,
+        compress_epochs=cfg["budget"]["compress_epochs"],
+    )
+    calls = []
+
+    def train(epochs, hooks=None, recipe="finetune", **changes):
+        calls.append((epochs, recipe, changes))
+        raise _Stop
+
+    ctx.train = train
+    with pytest.raises(_Stop):
+        method.compress(ctx)
+    ((epochs, recipe, changes),) = calls
+    spec = dataclasses.replace(task.recipe[recipe], **changes)
+    module = PruneModule(model, task, spec, "compress")
+    module._trainer = SimpleNamespace(max_epochs=epochs)
+    sched_cfg = module.configure_optimizers()
+    opt, sched = sched_cfg["optimizer"], sched_cfg["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_paper_tier_scratch_run_drops_the_lr_after_epochs_81_and_122(tmp_path):
+    # The authors' CIFAR run: 164 epochs at lr 0.1, ÷10 after epochs 81 and 122 (MultiStepLR
+    # [81, 122]; 0-based epochs 0–80 at 0.1, 81–121 at 0.01, 122–163 at 0.001).
+    lrs = _compress_stage_lrs(tmp_path, "budget=paper", "method.start=scratch")
+    assert len(lrs) == 164
+    assert lrs[:81] == pytest.approx([0.1] * 81)
+    assert lrs[81:122] == pytest.approx([0.01] * 41)
+    assert lrs[122:] == pytest.approx([0.001] * 42)
+    # a shrunk tier keeps the shares: 4 epochs → drops after epochs 2 and 3
+    assert _compress_stage_lrs(tmp_path, "budget=cpu", "method.start=scratch") == pytest.approx(
+        [0.1, 0.1, 0.01, 0.001]
+    )
+    # the benchmark's start: the task's finetune recipe from the baseline (lr 0.01, ÷10 at 82, 123)
+    lrs = _compress_stage_lrs(tmp_path, "budget=paper")
+    assert lrs[81] == pytest.approx(0.01) and lrs[82] == pytest.approx(0.001)
+    assert lrs[123] == pytest.approx(0.0001)
+
+
+def test_milestone_ratios_are_exact_and_bad_ones_are_refused():
+    from prunebench.errors import ConfigError
+    from prunebench.milestones import milestone_epochs
+
+    assert milestone_epochs(("81/164", "122/164"), 164) == [81, 122]
+    assert milestone_epochs((0.5, 0.75), 164) == [82, 123]  # the plain shares land one later
+    assert milestone_epochs(("1/3", "2/3"), 90) == [30, 60]
+    assert milestone_epochs((0.5, "1/1"), 4) == [2]  # a drop at the very end is dropped
+    for bad in ("81/0", "164/81", "abc", -0.1):
+        with pytest.raises(ConfigError, match="recipe milestone"):
+            milestone_epochs((bad,), 10)

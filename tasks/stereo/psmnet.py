@@ -11,15 +11,19 @@ the concatenation cost volume at maxdisp/4; three hourglasses where the third re
 (``cost2 = classif2(out2) + cost1`` …); soft-argmin over ``softmax(c)`` (not ``−c``, as the code);
 three predictions in training, the last one in eval; the code's initialisation.
 
-Three choices of ours, all mathematically neutral for the paper configuration:
+Two choices of ours, neutral for the paper configuration, and one that holds in eval only:
 
 * **one input tensor** ``(B, 6, H, W)`` = left and right RGB stacked on channels, so the shared
   core (MAC counting, Torch-Pruning's tracing, latency, ONNX export) sees a one-input model;
-* the feature extractor runs **once on both views concatenated along the batch** (shared weights,
-  identical outputs): the dependency graph sees one node per layer, and the MAC counter counts
-  the extractor twice at batch 1, as DESIGN.md §4 asks;
 * the cost volume is built functionally (shift, pad, concatenate, stack) rather than by writing
-  into a zero tensor; the values are the same (columns left of the shift stay zero).
+  into a zero tensor; the values are the same (columns left of the shift stay zero);
+* in **eval** the feature extractor runs once on both views concatenated along the batch (shared
+  weights, identical outputs): the dependency graph sees one node per layer, and the MAC counter
+  counts the extractor twice at batch 1. In **training** it runs on each view separately, as the
+  authors' code does: stacking would make BatchNorm normalise with statistics pooled over both
+  views and update its running statistics once per step instead of twice (on the same weights
+  and input, the two differ by up to 23 px of training-mode disparity on the ``cpu``-tier model).
+  Tracing, MAC counting and export put the model in eval mode, so they see the stacked form.
 
 ``width`` scales every channel count (32/64/128 → round(width·c)) and ``spp_pools`` replaces the
 64/32/16/8 pools, so the ``cpu``/``smoke`` tiers can shrink the model; at ``width=1`` and the
@@ -229,8 +233,11 @@ class PSMNet(nn.Module):
             )
         b, _, h, w = x.shape
         check_input(h, w, self.maxdisp, self.spp_pools)
-        features = self.feature_extraction(torch.cat([x[:, :3], x[:, 3:]], 0))
-        cost = cost_volume(features[:b], features[b:], self.maxdisp // 4)
+        if self.training:  # per view: BatchNorm statistics and running-stat updates per view
+            left, right = self.feature_extraction(x[:, :3]), self.feature_extraction(x[:, 3:])
+        else:  # one pass (identical outputs in eval): one graph node per layer when traced
+            left, right = self.feature_extraction(torch.cat([x[:, :3], x[:, 3:]], 0)).split(b)
+        cost = cost_volume(left, right, self.maxdisp // 4)
         cost0 = self.dres0(cost)
         cost0 = self.dres1(cost0) + cost0
         out1, pre1, post1 = self.dres2(cost0, None, None)
