@@ -28,6 +28,7 @@ from prunebench.baseline import baseline_key, load_or_train
 from prunebench.errors import ConfigError, PrunebenchError, RecordError
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
+from prunebench.precision import AUTO, FP32, resolve_precision
 from prunebench.records import file_lock, read_record, write_record
 from prunebench.resume import StageCheckpoint
 from prunebench.slim import slim
@@ -100,6 +101,10 @@ class Pipeline:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         validate_config(self.cfg)
+        # `auto` becomes what this machine runs (bf16-mixed or 32-true) before the point id and
+        # the baseline key are taken: the record and the cache say which precision ran.
+        self.precision_chosen = "auto" if self.cfg["trainer"].get("precision") == AUTO else "config"
+        self.cfg["trainer"]["precision"] = resolve_precision(self.cfg["trainer"])
         validate_target(self.cfg["target"]["macs_reduction"])
         self.seed = int(self.cfg["seed"])
         self.task: Task = _instantiate("task", self.cfg["task"])
@@ -180,7 +185,7 @@ class Pipeline:
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            **self.cfg["trainer"],
+            **{**self.cfg["trainer"], "precision": FP32},  # metrics in fp32, whatever trained
         )
         if split == "val":  # PruneModule logs val under the stage prefix
             out = trainer.validate(module, datamodule=self.dm, verbose=False)[0]

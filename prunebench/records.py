@@ -54,6 +54,9 @@ OPTIONAL: dict[str, tuple] = {
     # a failed run: {"stage", "reason"} (+ "epoch", "step" when training diverged)
     "failure": (dict,),
     "weights_sha256": (str,),  # the compressed model's weights, buffers and plan
+    # {"training": the resolved trainer.precision, "chosen_by": "auto"|"config",
+    #  "evaluation": "32-true"} (prunebench.precision)
+    "precision": (dict,),
     "distributed": (dict,),  # DDP: {"world_size", "weights_sha256": per rank (they agree)}
 }
 NESTED = {
