@@ -161,9 +161,11 @@ class CaP(Method):
             return float("inf")
         key = (*committed, n)
         if key not in self._memo:
-            saved = self._compensate(ctx, layers[len(committed)], n)
-            try:
-                self._memo[key] = ctx.evaluate(ctx.model)
+            layer = layers[len(committed)]
+            saved = self._compensate(ctx, layer, n)
+            try:  # only the consumer and its BN changed since the committed prefix
+                changed = sorted({k.rsplit(".", 1)[0] for k in saved})
+                self._memo[key] = ctx.score_after(changed, tuple(committed))
             finally:
                 restore(ctx.model, saved)
         return self._memo[key]
