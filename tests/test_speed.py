@@ -92,3 +92,78 @@ def test_latency_entry_times_dense_against_itself():
     assert lat["bf16"] is None or lat["bf16"]["speedup"] > 0
     assert statistics.median([q1, q3]) > 0
     json.dumps(lat)  # a record field
+
+
+# -- cheaper compress stages, same results ---------------------------------------------------
+def test_greedy_rank_matches_a_brute_force_greedy_over_the_loss():
+    """Every step of the compacting greedy picks the channel a full search over
+    ``reconstruction_loss`` picks (15 channels: the working set is compacted three times)."""
+    from prunebench.compensation import InputStats, greedy_rank, reconstruction_loss
+
+    c, ks = 15, 4
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(400, c * ks, dtype=torch.float64, generator=g)
+    x = x @ torch.randn(c * ks, c * ks, dtype=torch.float64, generator=g)
+    stats = InputStats(400, x.sum(0), x.T @ x)
+    w = torch.randn(6, c * ks, dtype=torch.float64, generator=g)
+    chosen: list[int] = []
+    for _ in range(c):
+
+        def loss(t: int) -> float:
+            keep = torch.zeros(c, dtype=torch.bool)
+            keep[[*chosen, t]] = True
+            return reconstruction_loss(w, stats, keep.repeat_interleave(ks))
+
+        chosen.append(min((t for t in range(c) if t not in chosen), key=loss))
+    assert greedy_rank(w, stats, ks) == chosen
+
+
+def test_prefix_cache_gives_the_whole_models_outputs_after_an_edit():
+    from prunebench.prefix import PrefixCache
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.Flatten(),
+        nn.Linear(8 * 36, 4),
+    ).eval()
+    batches = [(torch.randn(5, 3, 6, 6), torch.zeros(5)) for _ in range(2)]
+    cache = PrefixCache(model)
+    with torch.no_grad():
+        for key in (0, 1):
+            model[2].weight.mul_(0.5)  # the edited layer: what runs before it is cached
+            outs = [o for o, _ in cache.outputs(batches, ["2"], key, "cpu")]
+            assert [n.name for n in cache.frontier[0]] == ["_1"]  # the ReLU before it
+            assert all(torch.equal(o, model(x)) for o, (x, _) in zip(outs, batches, strict=True))
+        model[0].weight.mul_(0.5)  # upstream changed: a new prefix key recomputes the cache
+        outs = [o for o, _ in cache.outputs(batches, ["2"], 2, "cpu")]
+        assert all(torch.equal(o, model(x)) for o, (x, _) in zip(outs, batches, strict=True))
+
+
+def test_prefix_cache_falls_back_to_whole_passes_beyond_its_memory_bound():
+    from prunebench.prefix import PrefixCache
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    cache = PrefixCache(model, max_bytes=10)
+    batches = [(torch.randn(3, 4), torch.zeros(3))]
+    with torch.no_grad():
+        ((out, _),) = cache.outputs(batches, ["2"], 0, "cpu")
+        assert cache.frontier is None and torch.equal(out, model(batches[0][0]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["kcp", "spp", "trp", "lapp", "cap", "magnitude", "random"])
+def test_smoke_plans_and_metrics_are_those_of_the_code_before_the_speed_work(tmp_path, method):
+    """Each method's smoke-tier plan (sha256 of its JSON) and test metrics, seed 0, fp32, as
+    ``tests.speed_reference`` recorded them from the code before the speed work."""
+    from tests.speed_reference import DATA, fingerprint
+
+    want = json.loads(DATA.read_text())[method]
+    got = fingerprint(tmp_path, method)
+    assert got["plan_sha256"] == want["plan_sha256"]
+    assert got["achieved_macs_reduction"] == pytest.approx(want["achieved_macs_reduction"])
+    assert got["test"] == pytest.approx(want["test"], abs=1e-6)
