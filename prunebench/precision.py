@@ -57,7 +57,7 @@ def is_bf16(precision: Any) -> bool:
     return str(precision).startswith("bf16")
 
 
-def resolve_precision(trainer: dict[str, Any]) -> str:
+def resolve_precision(trainer: dict[str, Any]) -> Any:
     """The precision ``trainer`` (the config's ``trainer`` block) trains in: ``auto`` resolved
     for this machine, an explicit value checked. A bf16 value on a CPU without bf16 matrix
     instructions is a :class:`ConfigError` (it would run emulated, slower than fp32)."""
@@ -71,4 +71,4 @@ def resolve_precision(trainer: dict[str, Any]) -> str:
             f"({' / '.join(BF16_FLAGS)}), so bf16 would run emulated and slower than fp32; "
             f"choices here: {AUTO}, {FP32}"
         )
-    return str(value)
+    return value  # as given (an int 32 stays 32: the point id of such a config is unchanged)
