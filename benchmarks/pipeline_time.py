@@ -18,6 +18,10 @@ median baseline stage (where it ran) × seeds for the cold one. It also computes
 (compression without retraining saves ~95 % of the processing time): CaP's compress stage vs
 magnitude's compress + finetune, at r0.5, beside the test accuracies each reached.
 
+``--controls CMD`` runs the budget-matched controls' command after each live sweep (with
+``{results}``/``{runs}`` replaced by the sweep's folders) and times it beside the sweep; every
+live sweep also reports its seconds per method and stage (``per_method_seconds``).
+
     python benchmarks/pipeline_time.py --budget smoke --methods dense,magnitude --seeds 0
     python benchmarks/pipeline_time.py --from-records results/records
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +72,33 @@ def stage_totals(records: list[dict]) -> dict[str, float]:
     return dict(totals)
 
 
+def per_method(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Seconds per method and stage, summed over the method's points (seeds)."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for r in records:
+        for stage, sec in r["stage_seconds"].items():
+            out[r["method"]][stage] += sec
+    return {m: dict(v) for m, v in out.items()}
+
+
+def controls(command: str, results: Path, runs: Path) -> dict:
+    """Run the budget-matched controls' command (``{results}`` and ``{runs}`` in it become the
+    sweep's folders) and time it; its records land beside the sweep's."""
+    before = set(results.rglob("*.json"))
+    start = time.perf_counter()
+    rc = subprocess.call(command.format(results=results, runs=runs), shell=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    records = [json.loads(p.read_text()) for p in sorted(set(results.rglob("*.json")) - before)]
+    print(f"controls: {wall:.1f} s wall, {len(records)} records, exit {rc}")
+    return {
+        "command": command,
+        "exit": rc,
+        "wall_seconds": wall,
+        "points": len(records),
+        "per_method_seconds": per_method(records),
+    }
+
+
 def live(args) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(prefix="pipeline_time_") as tmp:
@@ -87,6 +119,9 @@ def live(args) -> dict:
                     for r in records
                 ],
             }
+            out[kind]["per_method_seconds"] = per_method(records)
+            if args.controls:  # the budget-matched controls' own command, same folders
+                out[kind]["controls"] = controls(args.controls, results, runs)
             print(
                 f"{kind:5} sweep: {wall:.1f} s wall ({out[kind]['outside_stages_seconds']:.1f} s outside "
                 f"the stages: start-up, imports, data), {len(records)} points, peak RSS {rss:.0f} MiB; "
@@ -220,6 +255,13 @@ def main() -> None:
     p.add_argument("--default-rss", action="store_true", help="also `run.py budget=smoke` RSS")
     p.add_argument("--from-records", default=None, metavar="DIR", help="results/records (no run)")
     p.add_argument("--task", default="cifar10_resnet20", help="--from-records: the task folder")
+    p.add_argument(
+        "--controls",
+        default=None,
+        metavar="CMD",
+        help="a shell command that runs the budget-matched controls after each sweep, timed "
+        "with it; {results} and {runs} in it become the sweep's folders",
+    )
     p.add_argument("--out", default="results/benchmarks/pipeline_time.json")
     args = p.parse_args()
     if args.cache == "warm" and not args.runs_dir:
@@ -258,7 +300,7 @@ def main() -> None:
     result = live(args)
     settings = {
         k: getattr(args, k)
-        for k in ("methods", "seeds", "budget", "cache", "runs_dir", "default_rss")
+        for k in ("methods", "seeds", "budget", "cache", "runs_dir", "default_rss", "controls")
     } | {"mode": "live", "python": sys.executable, "cwd": str(ROOT)}
     write_json(args.out, settings, **result)
 

@@ -49,6 +49,7 @@ from prunebench.compensation import (
     fold_compensation,
     greedy_rank,
     kernel_numel,
+    output_variance,
     restore,
     weight_matrix,
 )
@@ -97,12 +98,16 @@ class CaP(Method):
             consumers[root] = readers[0]
         if not consumers:
             raise ConfigError("CaP needs groups read by exactly one layer; this model has none")
+        self._var_old: dict[str, torch.Tensor] = {}
         loader = ctx.calib_loader(self.calib_fraction)
         stats = collect_input_stats(ctx.model, list(consumers.values()), loader, ctx.device)
         layers = []
         for root, consumer in consumers.items():
             module = ctx.model.get_submodule(consumer)
-            order = greedy_rank(weight_matrix(module).cpu(), stats[consumer], kernel_numel(module))
+            w = weight_matrix(module).cpu()
+            order = greedy_rank(w, stats[consumer], kernel_numel(module))
+            if self.variance_rescale:  # the dense layer's, the same at every trial
+                self._var_old[consumer] = output_variance(w, stats[consumer])
             layers.append(_Layer(root, consumer, s.groups[root].size, order))
         self._stats = stats
         return layers
@@ -124,6 +129,7 @@ class CaP(Method):
             column_mask(keep, kernel_numel(module)),
             self.ridge,
             self.variance_rescale,
+            self._var_old.get(layer.consumer),
         )
         return fold_compensation(
             ctx.model, layer.consumer, keep, w_new, delta_b, ctx.structure.bn_after
@@ -154,9 +160,11 @@ class CaP(Method):
             return float("inf")
         key = (*committed, n)
         if key not in self._memo:
-            saved = self._compensate(ctx, layers[len(committed)], n)
-            try:
-                self._memo[key] = ctx.evaluate(ctx.model)
+            layer = layers[len(committed)]
+            saved = self._compensate(ctx, layer, n)
+            try:  # only the consumer and its BN changed since the committed prefix
+                changed = sorted({k.rsplit(".", 1)[0] for k in saved})
+                self._memo[key] = ctx.score_after(changed, tuple(committed))
             finally:
                 restore(ctx.model, saved)
         return self._memo[key]

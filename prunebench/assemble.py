@@ -22,6 +22,7 @@ from prunebench.masks import remove_masks
 from prunebench.measure import count_macs, count_params, latency_entry
 from prunebench.method import Method
 from prunebench.plan import Plan
+from prunebench.precision import FP32
 from prunebench.provenance import git_commit
 from prunebench.records import SCHEMA_VERSION
 from prunebench.structure import MacModel
@@ -73,6 +74,11 @@ def identity(p: Pipeline) -> dict[str, Any]:
         "stage_seconds": p.stage_seconds,
         **({"resumed": p.resumed} if p.resumed else {}),
         "finetune_epochs": p.finetune_epochs,
+        "precision": {
+            "training": str(p.cfg["trainer"].get("precision")),
+            "chosen_by": getattr(p, "precision_chosen", "config"),
+            "evaluation": FP32,
+        },
         "config": p.cfg,
     }
 

@@ -171,8 +171,10 @@ def compensate(
     keep: torch.Tensor,
     ridge: float = 0.0,
     variance_rescale: bool = False,
+    var_old: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Refit ``W`` (C_out, dim) on the kept columns ``keep`` (bool, dim).
+    """Refit ``W`` (C_out, dim) on the kept columns ``keep`` (bool, dim); ``var_old``: this
+    ``W``'s :func:`output_variance`, when the caller keeps it across refits of one layer.
 
     Returns:
         ``(W', Δb)``: W' (C_out, |S|) and the bias change ``Δb = Wμ − W'μ_S`` (C_out,), both
@@ -185,12 +187,18 @@ def compensate(
     s_ss = sigma[keep][:, keep]
     w_new = _solve_psd(s_ss, sigma[keep] @ w.T, ridge).T  # W' = W Σ_{·S} Σ_SS⁻¹
     if variance_rescale:  # Var(w'_j x_S) = Var(w_j x) per output j
-        var_old = ((w @ sigma) * w).sum(1)
+        var_old = output_variance(w, stats) if var_old is None else var_old
         var_new = ((w_new @ s_ss) * w_new).sum(1)
         ok = var_new > 1e-12 * var_old.clamp(min=1e-300)
         scale = torch.where(ok, (var_old / var_new.where(ok, 1.0)).sqrt(), 1.0)
         w_new = w_new * scale[:, None]
     return w_new, w @ mu - w_new @ mu[keep]
+
+
+def output_variance(w: torch.Tensor, stats: InputStats) -> torch.Tensor:
+    """Var(w_j x) per output j of ``W`` (C_out, dim): the dense outputs' variance."""
+    w = w.double()
+    return ((w @ stats.sigma) * w).sum(1)
 
 
 def reconstruction_loss(w: torch.Tensor, stats: InputStats, keep: torch.Tensor) -> float:
@@ -211,36 +219,58 @@ def greedy_rank(w: torch.Tensor, stats: InputStats, ks: int) -> list[int]:
     ``Σ_{·|S}`` takes a rank-ks Schur-complement update. Dead channels (zero input variance)
     carry no information and are put last (pruned first, at no loss).
 
+    Only the rows and columns of channels not yet chosen are ever read again, so the update
+    runs on those alone: the working copy of ``Σ_{·|S}`` and ``R`` is compacted to the
+    remaining channels whenever a quarter of it has been chosen (every entry kept is computed
+    as on the full matrix; about a third of the full-matrix work on ResNet-18's 512 channels).
+
     Args:
         w: the consumer's weight, (C_out, C·ks).
         ks: columns per channel.
     """
     w = w.double()
-    cond = stats.sigma.clone()  # Σ_{·|S}, S = ∅
-    dim = cond.shape[0]
+    sigma = stats.sigma
+    dim = sigma.shape[0]
     c = dim // ks
-    scale = float(cond.diagonal().abs().max().clamp(min=1e-300))
+    scale = float(sigma.diagonal().abs().max().clamp(min=1e-300))
     tol = 1e-12 * scale
-    block_var = cond.diagonal().view(c, ks).sum(1)
+    block_var = sigma.diagonal().view(c, ks).sum(1)
     candidate = block_var > tol * ks
     dead = (~candidate).nonzero().flatten().tolist()
-    r = w @ cond  # W Σ_{·|S}
-    idx = torch.arange(c)
+    channels = candidate.nonzero().flatten()  # the working set's channels, ascending
+    cond, r = _blocks(sigma, w @ sigma, channels, ks)
+    alive = torch.ones(len(channels), dtype=torch.bool)  # not chosen yet, in the working set
     order: list[int] = []
-    for _ in range(int(candidate.sum())):
-        t_blocks = cond.view(c, ks, c, ks)[idx, :, idx, :]  # (C, ks, ks): Σ_{tt|S}
+    for _ in range(len(channels)):
+        if int(alive.sum()) < 0.75 * len(alive):  # drop the chosen channels' rows and columns
+            kept = alive.nonzero().flatten()
+            cond, r = _blocks(cond, r, kept, ks)
+            channels, alive = channels[kept], alive[kept]
+        n = len(channels)
+        idx = torch.arange(n)
+        t_blocks = cond.view(n, ks, n, ks)[idx, :, idx, :]  # (n, ks, ks): Σ_{tt|S}
         t_inv = torch.linalg.pinv(t_blocks, atol=tol, rtol=0.0, hermitian=True)
-        r_blocks = r.view(-1, c, ks).transpose(0, 1)  # (C, C_out, ks)
+        r_blocks = r.view(-1, n, ks).transpose(0, 1)  # (n, C_out, ks)
         gain = ((r_blocks @ t_inv) * r_blocks).sum((1, 2))
-        gain[~candidate] = -torch.inf
-        t = int(gain.argmax())
-        cols = slice(t * ks, (t + 1) * ks)
-        update = t_inv[t] @ cond[cols]  # T_t⁻¹ Σ_{t·|S}
+        gain[~alive] = -torch.inf
+        j = int(gain.argmax())  # first maximum: the lowest channel index, as over all channels
+        cols = slice(j * ks, (j + 1) * ks)
+        update = t_inv[j] @ cond[cols]  # T_t⁻¹ Σ_{t·|S}
         r -= r[:, cols] @ update
         cond -= cond[:, cols] @ update
-        candidate[t] = False
-        order.append(t)
+        alive[j] = False
+        order.append(int(channels[j]))
     return order + dead
+
+
+def _blocks(
+    cond: torch.Tensor, r: torch.Tensor, pos: torch.Tensor, ks: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cond`` (rows and columns) and ``r`` (columns) on the channel blocks ``pos``."""
+    if len(pos) * ks == cond.shape[0]:  # every block: nothing to drop
+        return cond, r
+    cols = (pos[:, None] * ks + torch.arange(ks)).flatten()
+    return cond[cols][:, cols].contiguous(), r[:, cols].contiguous()
 
 
 def follower_bn(model: nn.Module, name: str, bn_after: dict[str, str]) -> nn.Module | None:

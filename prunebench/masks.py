@@ -63,10 +63,13 @@ class LowRankProjection(nn.Module):
         self.rank, self.scheme = rank, scheme
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        m = as_matrix(weight, self.scheme, weight.dim() - 2)
-        u, s, vh = svd(m)
-        r = self.rank
-        return from_matrix((u[:, :r] * s[:r]) @ vh[:r], weight.shape, self.scheme)
+        # in full precision under mixed-precision training: an SVD and its product in bf16
+        # would not be the rank-r projection
+        with torch.autocast(weight.device.type, enabled=False):
+            m = as_matrix(weight.float(), self.scheme, weight.dim() - 2)
+            u, s, vh = svd(m)
+            r = self.rank
+            return from_matrix((u[:, :r] * s[:r]) @ vh[:r], weight.shape, self.scheme)
 
 
 def register_kernel_mask(module: nn.Module, mask: torch.Tensor) -> None:

@@ -22,7 +22,7 @@ A method never slices tensors, counts MACs or owns a training loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -97,6 +97,10 @@ class CompressContext:
         evaluate: ``evaluate(model)`` → the task's primary metric on the **validation** split,
             oriented so that higher is better (a lower-is-better metric, e.g. EPE, is negated;
             eval mode, no grad; the model is left as it was). Never the test split.
+        evaluate_after: ``evaluate_after(model, changed, prefix_key)`` → what ``evaluate``
+            gives, for a model in which only the modules ``changed`` (names) and what runs after
+            them differ from what an earlier call with the same hashable ``prefix_key`` saw: the
+            part before them is computed once and cached (None: call ``evaluate``).
         device: where a method may run its own no-grad passes (``"cuda"`` when the trainer
             uses a GPU, else ``"cpu"``); ``model`` itself stays on the CPU between stages.
     """
@@ -113,6 +117,14 @@ class CompressContext:
     device: str = "cpu"
     baseline_epochs: int = 0
     round_to: int = 1
+    evaluate_after: Callable[..., float] | None = None
+
+    def score_after(self, changed: Sequence[str], prefix_key: Hashable) -> float:
+        """``evaluate(model)`` through ``evaluate_after`` when the core offers it."""
+        if self.evaluate_after is not None:
+            return self.evaluate_after(self.model, changed, prefix_key)
+        assert self.evaluate is not None
+        return self.evaluate(self.model)
 
     @classmethod
     def build(
@@ -130,6 +142,7 @@ class CompressContext:
         device: str = "cpu",
         baseline_epochs: int = 0,
         round_to: int = 1,
+        evaluate_after: Callable[..., float] | None = None,
     ) -> CompressContext:
         """A context for ``model``: its structure and MAC model traced on ``example_input``;
         ``train`` defaults to no training (unit tests, benchmarks)."""
@@ -147,6 +160,7 @@ class CompressContext:
             device,
             baseline_epochs,
             round_to,
+            evaluate_after,
         )
 
     def solve(self, scores: dict[str, torch.Tensor], allocation: str = "global") -> Plan:

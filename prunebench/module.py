@@ -15,6 +15,13 @@ from prunebench.sampling import epoch_seed
 from tasks.base import OptimSpec, Task
 
 
+def fp32(x: torch.Tensor | tuple | list) -> torch.autocast:
+    """A context that turns autocast (Lightning's mixed precision) off on ``x``'s device."""
+    while isinstance(x, (tuple, list)):
+        x = x[0]
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class PruneModule(pl.LightningModule):
     """Trains, validates and tests ``model`` for ``task``; metrics are logged as
     ``<stage>/<split>/<metric>`` during training and ``<split>/<metric>`` for the final test.
@@ -63,7 +70,8 @@ class PruneModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, _ = self.task.split_batch(batch)
         loss = self.task.loss(self.model(x), batch)
-        extra = self.hooks.extra_loss(self.model, self.global_step)
+        with fp32(x):  # a method's penalty (ranks, MACs, norms) in full precision
+            extra = self.hooks.extra_loss(self.model, self.global_step)
         if extra is not None:
             self.log(f"{self.stage}/train/extra_loss", extra)
             loss = loss + extra
@@ -81,7 +89,8 @@ class PruneModule(pl.LightningModule):
 
     def _eval_step(self, batch, metrics: nn.ModuleDict) -> None:
         x, y = self.task.split_batch(batch)
-        out = self.model(x)
+        with fp32(x):  # evaluation metrics are fp32 whatever precision trains
+            out = self.model(x)
         for m in metrics.values():
             m.update(out, y)
 

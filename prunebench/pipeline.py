@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from prunebench.baseline import baseline_key, load_or_train
 from prunebench.errors import ConfigError, PrunebenchError, RecordError
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.module import KeepBest, PruneModule
+from prunebench.precision import AUTO, FP32, resolve_precision
+from prunebench.prefix import PrefixCache
 from prunebench.preflight import preflight
 from prunebench.progress import EpochLines, on_terminal
 from prunebench.records import file_lock, read_record, write_record
@@ -102,6 +105,10 @@ class Pipeline:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         validate_config(self.cfg)
+        # `auto` becomes what this machine runs (bf16-mixed or 32-true) before the point id and
+        # the baseline key are taken: the record and the cache say which precision ran.
+        self.precision_chosen = "auto" if self.cfg["trainer"].get("precision") == AUTO else "config"
+        self.cfg["trainer"]["precision"] = resolve_precision(self.cfg["trainer"])
         validate_target(self.cfg["target"]["macs_reduction"])
         self.seed = int(self.cfg["seed"])
         self.task: Task = _instantiate("task", self.cfg["task"])
@@ -121,6 +128,7 @@ class Pipeline:
         self.stage_seconds: dict[str, float] = {}  # whole stages, resumed ones included
         self.resumed: dict[str, dict] = {}  # stage → {from_epoch, seconds_before} when resumed
         self._val_batches: list | None = None
+        self._prefix: PrefixCache | None = None
         self.usage: dict[str, TrainUsage] = {}
         self.val_passes = 0  # validation-split passes the compress stage made (model selection)
         self.stage = "setup"  # the stage running now (a failed record names it)
@@ -189,7 +197,7 @@ class Pipeline:
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            **self.cfg["trainer"],
+            **{**self.cfg["trainer"], "precision": FP32},  # metrics in fp32, whatever trained
         )
         if split == "val":  # PruneModule logs val under the stage prefix
             out = trainer.validate(module, datamodule=self.dm, verbose=False)[0]
@@ -205,10 +213,16 @@ class Pipeline:
         return "cuda" if gpu and torch.cuda.is_available() else "cpu"
 
     @torch.no_grad()
-    def val_metric(self, model: nn.Module) -> float:
+    def val_metric(
+        self, model: nn.Module, changed: Sequence[str] = (), prefix_key: Hashable = None
+    ) -> float:
         """The primary metric on the validation split: a plain no-grad loop (methods that
         select on it call it many times; no Lightning trainer per call). The model is moved to
-        the trainer's device for the pass and back, and left in the mode it was in."""
+        the trainer's device for the pass and back, and left in the mode it was in.
+
+        With ``changed`` (module names), only those modules and what runs after them may
+        differ from the model an earlier call with the same ``prefix_key`` saw: what runs
+        before them is computed once and cached (``prunebench.prefix``)."""
         device = self.device
         if self._val_batches is None:
             self._val_batches = [self.task.split_batch(b) for b in self.dm.val_dataloader()]
@@ -216,17 +230,25 @@ class Pipeline:
         was_training, home = model.training, next(model.parameters()).device
         model.eval().to(device)
         try:
-            for x, y in self._val_batches:
-                metric.update(model(x.to(device)), y.to(device))
+            if changed:
+                if self._prefix is None or self._prefix.model is not model:
+                    self._prefix = PrefixCache(model)
+                outputs = self._prefix.outputs(self._val_batches, changed, prefix_key, device)
+            else:
+                outputs = ((model(x.to(device)), y) for x, y in self._val_batches)
+            for out, y in outputs:
+                metric.update(out, y.to(device))
         finally:
             model.train(was_training).to(home)
         self.val_passes += 1
         return float(metric.compute())
 
-    def val_score(self, model: nn.Module) -> float:
+    def val_score(
+        self, model: nn.Module, changed: Sequence[str] = (), prefix_key: Hashable = None
+    ) -> float:
         """:meth:`val_metric` oriented so that higher is better (a lower-is-better metric such as
         stereo EPE is negated): what ``CompressContext.evaluate`` gives methods."""
-        value = self.val_metric(model)
+        value = self.val_metric(model, changed, prefix_key)
         return value if self.task.higher_is_better else -value
 
     def _timed(self, stage: str, fn, *args):
@@ -287,6 +309,7 @@ class Pipeline:
                 self.dm.calib_dataloader(fraction)
             ),
             evaluate=self.val_score,
+            evaluate_after=self.val_score,
             device=self.device,
             baseline_epochs=int(self.cfg["budget"]["baseline_epochs"]),
         )

@@ -56,10 +56,13 @@ OPTIONAL: dict[str, tuple] = {
     # a failed run: {"stage", "reason"} (+ "epoch", "step" when training diverged)
     "failure": (dict,),
     "weights_sha256": (str,),  # the compressed model's weights, buffers and plan
-    "distributed": (dict,),
     # a stage resumed after a kill: {stage: {"from_epoch", "seconds_before"}}; stage_seconds
     # counts the whole stage, seconds_before of it in the killed run(s)
-    "resumed": (dict,),  # DDP: {"world_size", "weights_sha256": per rank (they agree)}
+    "resumed": (dict,),
+    # {"training": the resolved trainer.precision, "chosen_by": "auto"|"config",
+    #  "evaluation": "32-true"} (prunebench.precision)
+    "precision": (dict,),
+    "distributed": (dict,),  # DDP: {"world_size", "weights_sha256": per rank (they agree)}
 }
 NESTED = {
     "baseline": ("hash", "recipe_hash", "source", "test"),

@@ -91,7 +91,7 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
         lines.append(
             f"{'latency b' + str(lat['batch']) + ' ' + lat['device'] + ' (ms)':22}"
             f"{lat['dense_median_ms']:>14.2f}{lat['compressed_median_ms']:>14.2f}"
-            f"  (×{lat['speedup']:.2f})"
+            f"  (×{lat['speedup']:.2f}{_spread(lat)})"
         )
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in record["stage_seconds"].items())
     lines += [
@@ -101,3 +101,12 @@ def print_summary(record: dict[str, Any], path: Path) -> None:
     if record.get("wandb"):
         lines.append(f"wandb ({record['wandb']['mode']}): {record['wandb']['dir']}")
     print("\n".join(lines))
+
+
+def _spread(lat: dict) -> str:
+    """The speed-up's spread and, when it is noise, why (records before these fields: "")."""
+    if "speedup_iqr" not in lat:
+        return ""
+    q1, q3 = lat["speedup_iqr"]
+    flag = "" if lat.get("trustworthy") else f"; not trustworthy: {lat.get('untrusted_reason')}"
+    return f", IQR {q1:.2f}–{q3:.2f}{flag}"

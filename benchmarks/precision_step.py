@@ -1,0 +1,99 @@
+"""Training-step throughput of CIFAR ResNet-20 in fp32 and bf16 autocast, each with and without
+channels_last, on the CPU: the evidence behind ``trainer.precision: auto``.
+
+One SGD step (forward, cross-entropy, backward, update) at ``--batch`` on random data; the
+variants run interleaved, one step each per round with the order reversed every other round,
+so every variant sees the same machine state. Per variant: the median step time; per variant
+against fp32: the median and interquartile range of the per-round ratios (fp32 time / variant
+time, > 1 is faster). Whether this CPU multiplies bf16 natively (``prunebench.precision``) is
+part of the output: without AMX-BF16 / AVX512-BF16 bf16 runs emulated and the ratio says so.
+
+    python benchmarks/precision_step.py --rounds 30 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from _common import task_from_conf, write_json
+
+from prunebench.measure import quartiles
+from prunebench.precision import cpu_has_bf16
+
+VARIANTS = {  # name: (bf16 autocast, channels_last)
+    "fp32": (False, False),
+    "fp32_channels_last": (False, True),
+    "bf16": (True, False),
+    "bf16_channels_last": (True, True),
+}
+
+
+def step_fn(model, bf16: bool, channels_last: bool, batch: int):
+    """One SGD step of ``model`` (its own copy and optimiser) on a fixed random batch."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = copy.deepcopy(model).to(memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, generator=g).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), generator=g)
+
+    def step() -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="results/benchmarks/precision_step.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = task_from_conf("cifar10_resnet20").build_model()
+    steps = {name: step_fn(model, *flags, args.batch) for name, flags in VARIANTS.items()}
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    names = list(steps)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(args.rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            times[name].append(steps[name]())
+    results = {}
+    for name in names:
+        ratios = [f / t for f, t in zip(times["fp32"], times[name], strict=True)]
+        q1, q3 = quartiles(ratios)
+        med = statistics.median(times[name])
+        results[name] = {
+            "median_step_ms": 1e3 * med,
+            "images_per_s": args.batch / med,
+            "ratio_vs_fp32": statistics.median(ratios),
+            "ratio_iqr": [q1, q3],
+        }
+        print(
+            f"{name:20} {1e3 * med:8.1f} ms/step  {args.batch / med:7.1f} img/s  "
+            f"×{statistics.median(ratios):.2f} vs fp32 (IQR {q1:.2f}–{q3:.2f})"
+        )
+    native = cpu_has_bf16()
+    print(f"bf16 matrix instructions on this CPU: {native}" + ("" if native else " (emulated)"))
+    settings = {"model": "cifar10_resnet20", **vars(args)}
+    write_json(args.out, settings, cpu_bf16_native=native, variants=results)
+
+
+if __name__ == "__main__":
+    main()
