@@ -48,6 +48,9 @@ class Pipeline(Protocol):
     @property
     def finetune_epochs(self) -> int: ...
 
+    @property
+    def finetune_samples(self) -> int | None: ...
+
 
 def identity(p: Pipeline) -> dict[str, Any]:
     """The record's fields that are known before anything runs."""
@@ -60,6 +63,7 @@ def identity(p: Pipeline) -> dict[str, Any]:
         "task": p.task.name,
         "method": p.cfg["method"]["name"],
         "method_hparams": p.method.hparams(),
+        "method_start": p.method.start,
         "seed": p.seed,
         "budget": p.cfg["budget"]["name"],
         "data_source": p.cfg["data"]["source"],
@@ -70,6 +74,7 @@ def identity(p: Pipeline) -> dict[str, Any]:
         "higher_is_better": p.task.higher_is_better,
         "stage_seconds": p.stage_seconds,
         "finetune_epochs": p.finetune_epochs,
+        "finetune_samples": p.finetune_samples,
         "config": p.cfg,
     }
 

@@ -12,7 +12,8 @@ import yaml
 
 from prunebench.claims import load_claims, macs_reduction, validate_claims
 from prunebench.errors import RecordError
-from prunebench.leaderboard import aggregate, load_records, render_markdown
+from prunebench.leaderboard import aggregate, load_records
+from prunebench.markdown import render_markdown
 from prunebench.plots import pareto_front
 from prunebench.records import write_record
 from scripts.leaderboard import main as leaderboard_main
@@ -158,7 +159,7 @@ def test_malformed_record_is_named_and_skipped(tmp_path, capsys):
     assert any("broken.json" in p for p in problems) and any(
         "missing.json" in p and "macs" in p for p in problems
     )
-    code = leaderboard_main(["--results", str(tmp_path), "--claims", str(CLAIMS)])
+    code = leaderboard_main(["--results", str(tmp_path), "--claims", str(CLAIMS), "--publish"])
     assert code == 0
     assert "broken.json" in capsys.readouterr().err
     assert (tmp_path / "LEADERBOARD.md").read_text().count("broken.json") == 1
@@ -166,7 +167,10 @@ def test_malformed_record_is_named_and_skipped(tmp_path, capsys):
 
 
 def test_empty_results_directory_gives_a_clear_message(tmp_path, capsys):
-    assert leaderboard_main(["--results", str(tmp_path), "--claims", str(CLAIMS)]) == 2
+    assert leaderboard_main(["--results", str(tmp_path), "--publish"]) == 2
+    assert "no records/ folder there" in capsys.readouterr().err
+    (tmp_path / "records").mkdir()
+    assert leaderboard_main(["--results", str(tmp_path), "--publish"]) == 2
     assert "no run records under" in capsys.readouterr().err
     assert not (tmp_path / "LEADERBOARD.md").exists()
 
@@ -243,6 +247,7 @@ def test_wandb_tables_are_logged_offline(tmp_path):
                 "--claims",
                 str(CLAIMS),
                 "--wandb",
+                "--publish",
                 "--runs-dir",
                 str(runs),
             ]
