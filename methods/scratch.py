@@ -5,7 +5,7 @@ Liu et al. retrain the architecture a pruning method found, from scratch, for as
 method trained, and often match it: the architecture, not the inherited weights, carries the
 result. ``widths`` (group root → kept filters, a record's ``plan_widths``) is that architecture;
 ``scripts/controls.py`` copies it, the bypass kind and the epochs from a from-scratch method's
-record (LAPP). With ``widths`` empty the architecture is the uniform one at
+record (LAPP). With ``widths`` null (or empty) the architecture is the uniform one at
 ``target.macs_reduction`` (every group keeps the same fraction).
 
 Which filters are kept does not matter from a fresh initialisation: the first ``widths[root]``.
@@ -17,7 +17,7 @@ computation; here the epochs are matched to the method's own training (Scratch-E
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from prunebench.plan import Plan, PlanEntry
 class Scratch(Method):
     start = "scratch"
     finetune = False
-    widths: dict[str, int] = field(default_factory=dict)
+    widths: dict[str, int] | None = None
     epochs: int | None = None
     bypass: str = "none"  # the method's bypass beside every pruned k×k conv (LAPP: conv1x1)
     warmup_epochs: float = 0.0  # the method's own warm-up at the recipe's warmup_factor
@@ -44,7 +44,7 @@ class Scratch(Method):
             raise ConfigError(f"method.epochs={self.epochs!r}: must be an integer ≥ 1 or null")
         if self.warmup_epochs < 0:
             raise ConfigError(f"method.warmup_epochs={self.warmup_epochs!r}: must be ≥ 0")
-        for name, width in self.widths.items():
+        for name, width in (self.widths or {}).items():
             if not isinstance(width, int) or width < 1:
                 raise ConfigError(f"method.widths.{name}={width!r}: must be an integer ≥ 1")
 

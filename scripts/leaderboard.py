@@ -13,9 +13,10 @@ tables unless asked for (``--include-smoke``, ``--failed``, or ``--tier smoke``)
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import shutil
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -109,6 +110,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _can_write(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried: root ignores the mode bits)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def _check(args: argparse.Namespace) -> str | None:
     """The first bad argument as an error line, before anything is read or written."""
     for value, group, flag in (
@@ -129,21 +139,28 @@ def _check(args: argparse.Namespace) -> str | None:
     if args.claims and not claims.is_file():
         return f"--claims {claims}: no such file"
     writes = [results] if args.publish or args.archive else []
-    writes += [Path(x).parent if x == args.out else Path(x) for x in (args.out, args.plots) if x]
+    writes += [Path(args.out).parent] if args.out else []
+    writes += [Path(args.plots)] if args.plots else []
     for folder in writes:
-        probe = folder if folder.exists() else folder.parent
-        if not os.access(probe, os.W_OK):
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not _can_write(probe):
             return f"{folder}: not writable"
     return None
 
 
 def _archive(results: Path, superseded: list[dict]) -> int:
-    """Move superseded record files to ``<results>/archive/records/<task>/``."""
+    """Move the files of superseded records to ``<results>/archive/records/<task>/``."""
+    gone = {(r["point_id"], r["run_id"]) for r in superseded}
     moved = 0
-    for r in superseded:
-        src = results / "records" / r["task"] / f"{r['point_id']}.json"
-        if src.exists():
-            dst = results / ARCHIVE / "records" / r["task"] / src.name
+    for src in sorted((results / "records").rglob("*.json")):
+        try:
+            r = json.loads(src.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # malformed: reported by load_records, left where it is
+        if isinstance(r, dict) and (r.get("point_id"), r.get("run_id")) in gone:
+            dst = results / ARCHIVE / src.relative_to(results)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(src, dst)
             moved += 1
