@@ -145,7 +145,8 @@ def render_markdown(
                 f"| {row.label(rows)} | {target} | {100 * x['achieved']:.1f} % | "
                 f"{_pm(x['metric'], x['metric_std'], scale)} ({row.n}) | "
                 f"{_pm(x['delta'], x['delta_std'], scale)} | {training_cell(row)} | "
-                f"{x['macs'] / 1e6:.2f} M | {x['params'] / 1e6:.3f} M (−{removed:.1f} %) | "
+                f"{x['macs'] / 1e6:.2f} M | {x['params'] / 1e6:.3f} M "
+                f"({'−' if removed >= 0 else '+'}{abs(removed):.1f} %) | "
                 f"{trusted_speedup(row, rows)} | {claim} | {'; '.join(row.flags)} |"
             )
         out += ["", SPEEDUP_NOTE]

@@ -19,11 +19,19 @@ from tests.conftest import make_cfg
 from tests.test_records import minimal_record
 
 TASK = "cifar10_resnet20"
+# the smallest run: a few images, no latency timing (the baseline hash sees the data sizes too)
+TINY = (
+    "budget.data.train=64",
+    "budget.data.val=32",
+    "budget.data.test=32",
+    "budget.latency.batch=0",
+)
 
 
 def method_record(tmp_path: Path, seed: int = 0, post: int = 128, **over) -> Path:
     """A KCP record as the smoke tier would write it, its baseline hash the real one."""
-    cfg = OmegaConf.to_container(make_cfg(tmp_path, "method=kcp", f"seed={seed}"), resolve=True)
+    cfg = make_cfg(tmp_path, "method=kcp", f"seed={seed}", *TINY)
+    cfg = OmegaConf.to_container(cfg, resolve=True)
     r = minimal_record(
         point_id=f"{TASK}-kcp-s{seed}",
         run_id=f"kcp{seed}",
@@ -31,12 +39,17 @@ def method_record(tmp_path: Path, seed: int = 0, post: int = 128, **over) -> Pat
         method_start="baseline",
         seed=seed,
         achieved_macs_reduction=0.5,
-        baseline={"hash": baseline_key(cfg), "recipe_hash": "R", "source": "cache", "test": {}},
+        baseline={
+            "hash": baseline_key(cfg),
+            "recipe_hash": "R",
+            "source": "cache",
+            "test": {"test/top1": 0.3},
+        },
         test={"test/top1": 0.3},
         plan_widths={"layer1.0.conv1": 16},
         train_samples={
-            "split": 256,
-            "compress": {"seen": post, "distinct": 256},
+            "split": 64,
+            "compress": {"seen": post, "distinct": 64},
             "finetune": {"seen": 0, "distinct": 0},
             "compress_val_passes": 0,
         },
@@ -66,6 +79,7 @@ def _args(tmp_path: Path, *more: str) -> list[str]:
         "--",
         f"paths.runs_dir={tmp_path / 'runs'}",
         "logger=none",
+        *TINY,
     ]
 
 
@@ -125,7 +139,7 @@ def test_a_record_named_by_path_must_be_the_method_tier_and_task_asked(tmp_path,
 
 
 def test_smoke_run_of_the_controls_pairs_with_the_method(tmp_path):
-    method_record(tmp_path, post=128)  # one batch of finetune for the controls
+    method_record(tmp_path, post=96)  # 1.5 epochs of the 64-image split: 2 epochs of 1 batch
     assert controls_main(_args(tmp_path)) == 0
     records, problems = load_records(tmp_path / "results")
     assert not problems
@@ -133,7 +147,8 @@ def test_smoke_run_of_the_controls_pairs_with_the_method(tmp_path):
     assert set(by_method) == {"kcp", "magnitude", "random"}
     for name in ("magnitude", "random"):
         c = by_method[name]
-        assert c["finetune_samples"] == 128 and c["train_samples"]["finetune"]["seen"] == 128
+        assert c["finetune_samples"] == 96  # 2 shortened epochs of ceil(48/128) = 1 batch each
+        assert c["train_samples"]["finetune"] == {"seen": 128, "distinct": 64}
         assert abs(c["achieved_macs_reduction"] - 0.5) <= 0.01
         assert c["baseline"]["hash"] == by_method["kcp"]["baseline"]["hash"]
     (rows,) = aggregate(records).values()

@@ -205,3 +205,19 @@ def test_only_the_newest_code_version_of_a_point_is_current():
     assert sorted(r["run_id"] for r in current) == sorted(r["run_id"] for r in new + other + failed)
     (rows,) = aggregate(current).values()
     assert not any(row.flags for row in rows)  # nothing "not pooled"
+
+
+def test_finetune_samples_joins_the_point_id_only_when_set(tmp_path):
+    from omegaconf import OmegaConf
+
+    from prunebench.pipeline import point_id
+    from tests.conftest import make_cfg
+
+    def pid(*o):
+        return point_id(OmegaConf.to_container(make_cfg(tmp_path, *o), resolve=True))
+
+    plain = pid()
+    cfg = OmegaConf.to_container(make_cfg(tmp_path), resolve=True)
+    del cfg["budget"]["finetune_samples"]  # a config from before the key existed
+    assert point_id(cfg) == plain
+    assert pid("budget.finetune_samples=500") != plain != pid("budget.finetune_samples=0")
