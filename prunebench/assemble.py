@@ -51,6 +51,9 @@ class Pipeline(Protocol):
     @property
     def finetune_epochs(self) -> int: ...
 
+    @property
+    def finetune_samples(self) -> int | None: ...
+
 
 def identity(p: Pipeline) -> dict[str, Any]:
     """The record's fields that are known before anything runs."""
@@ -63,6 +66,7 @@ def identity(p: Pipeline) -> dict[str, Any]:
         "task": p.task.name,
         "method": p.cfg["method"]["name"],
         "method_hparams": p.method.hparams(),
+        "method_start": p.method.start,
         "seed": p.seed,
         "budget": p.cfg["budget"]["name"],
         "data_source": p.cfg["data"]["source"],
@@ -79,6 +83,7 @@ def identity(p: Pipeline) -> dict[str, Any]:
             "chosen_by": getattr(p, "precision_chosen", "config"),
             "evaluation": FP32,
         },
+        "finetune_samples": p.finetune_samples,
         "config": p.cfg,
     }
 

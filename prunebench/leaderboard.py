@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunebench.claims import claims_for, macs_reduction
 from prunebench.errors import RecordError
+from prunebench.matching import epochs_of, from_scratch, post_baseline_samples, total_samples
 from prunebench.records import read_record
-from prunebench.report import metric_scale
 
 
 @dataclass
@@ -38,11 +37,12 @@ class Row:
     records: list[dict[str, Any]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     finetune_epochs: int | None = None  # None: a record from before the field existed
+    finetune_samples: int | None = None  # budget.finetune_samples (a budget-matched control)
 
     @property
     def point(self) -> tuple:
         """What a row is about, whatever code or baseline recipe produced it."""
-        return (self.method, self.hparams, self.target, self.finetune_epochs)
+        return (self.method, self.hparams, self.target, self.finetune_epochs, self.finetune_samples)
 
     @property
     def n(self) -> int:
@@ -54,6 +54,24 @@ class Row:
     def mean_std(self, fn) -> tuple[float, float | None]:
         v = self.values(fn)
         return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else None)
+
+    def _shown_hparams(self) -> dict[str, Any]:
+        """Hyper-parameters as labels show them: a scratch control's widths as a short digest
+        (the architecture it copies, not a list of every layer)."""
+        hp = json.loads(self.hparams)
+        if isinstance(hp.get("widths"), dict) and hp["widths"]:
+            hp["widths"] = f"{sum(hp['widths'].values())} filters"
+        return hp
+
+    def training(self) -> tuple[float | None, float | None]:
+        """(post-baseline training, total training of a from-scratch method), in epochs of the
+        training split, means over seeds; None where the records predate ``train_samples``
+        (or, for the total, the method starts from the baseline)."""
+        post = [epochs_of(post_baseline_samples(r), r) for r in self.records]
+        total = [epochs_of(total_samples(r), r) for r in self.records if from_scratch(r)]
+        post_mean = None if None in post else statistics.fmean(post)
+        total_mean = None if not total or None in total else statistics.fmean(total)
+        return post_mean, total_mean
 
     def summary(self) -> dict[str, Any]:
         """The pooled numbers: means (and sample stds) over the row's seeds."""
@@ -77,25 +95,36 @@ class Row:
     def label(self, rows: list[Row] | None = None) -> str:
         """The method's name, plus the hyper-parameters (and finetune epochs) that differ between
         its rows in ``rows``; with ``rows`` None, all its hyper-parameters."""
-        hp = {**json.loads(self.hparams), "finetune_epochs": self.finetune_epochs}
+        hp = {**self._shown_hparams(), "finetune_epochs": self.finetune_epochs}
+        if self.finetune_samples is not None:
+            hp["finetune_samples"] = self.finetune_samples
         if rows is not None:
             others = [
-                {**json.loads(r.hparams), "finetune_epochs": r.finetune_epochs}
+                {
+                    **r._shown_hparams(),
+                    "finetune_epochs": r.finetune_epochs,
+                    "finetune_samples": r.finetune_samples,
+                }
                 for r in rows
                 if r.method == self.method
             ]
             hp = {k: v for k, v in hp.items() if any(o.get(k) != v for o in others)}
-        else:  # a table with its own finetune_epochs column
-            del hp["finetune_epochs"]
+        else:  # a table with its own training column
+            hp.pop("finetune_epochs")
+            hp.pop("finetune_samples", None)
         return self.method + (
             " (" + ", ".join(f"{k}={v}" for k, v in sorted(hp.items())) + ")" if hp else ""
         )
 
 
+ARCHIVE = "archive"  # <results>/archive/records/…: superseded records, skipped by the leaderboard
+
+
 def load_records(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every valid record under ``results_dir``; malformed ones are reported by file and skipped."""
+    """Every valid record under ``<results_dir>/records`` (not the archive); malformed ones are
+    reported by file and skipped."""
     records, problems = [], []
-    for path in sorted(Path(results_dir).rglob("records/**/*.json")):
+    for path in sorted((Path(results_dir) / "records").rglob("*.json")):
         try:
             records.append(read_record(path))
         except RecordError as exc:
@@ -116,7 +145,38 @@ def _key(r: dict[str, Any]) -> tuple:
         r["baseline"]["recipe_hash"],
         r["git_commit"] or "unknown",
         finetune_epochs(r),  # "magnitude without finetune" pools apart from with
+        r.get("finetune_samples"),  # a budget-matched control: its finetune length in samples
     )
+
+
+def _point(r: dict[str, Any]) -> tuple:
+    """A record's point whatever code or baseline recipe made it."""
+    k = _key(r)
+    return (*k[:6], *k[8:])
+
+
+def split_superseded(
+    records: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(current, superseded): of each point's pools (code version × baseline recipe), only the
+    one whose newest record is newest stays current; failed records stay as they are."""
+    pools: dict[tuple, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r["status"] == "ok":
+            k = _key(r)
+            pools[_point(r)][(k[6], k[7])].append(r)
+    current = [r for r in records if r["status"] != "ok"]
+    superseded = []
+    for by_version in pools.values():
+        newest = max(by_version, key=lambda v: (max(r["time"] for r in by_version[v]), v))
+        for version, recs in by_version.items():
+            (current if version == newest else superseded).extend(recs)
+    return current, superseded
+
+
+def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of each point's newest code version (:func:`split_superseded`)."""
+    return split_superseded(records)[0]
 
 
 def finetune_epochs(r: dict[str, Any]) -> int:
@@ -150,6 +210,7 @@ def aggregate(
                 recipe_hash=k[6],
                 code=k[7],
                 finetune_epochs=k[8],
+                finetune_samples=k[9],
                 metric=r["metric"],
                 higher_is_better=r["higher_is_better"],
             )
@@ -191,6 +252,7 @@ def aggregate(
                 r.method,
                 r.hparams,
                 -1 if r.finetune_epochs is None else r.finetune_epochs,
+                -1 if r.finetune_samples is None else r.finetune_samples,
                 r.recipe_hash,
                 r.code,
             )
@@ -223,95 +285,3 @@ def failed_runs(
             r["point_id"],
         ),
     )
-
-
-def _pm(mean: float, std: float | None, scale: float = 100, digits: int = 2) -> str:
-    s = "—" if std is None else f"{scale * std:.{digits}f}"
-    return f"{scale * mean:.{digits}f} ± {s}"
-
-
-def _claim_cell(claims: list[dict[str, Any]], achieved: float) -> str:
-    if not claims:
-        return "—"
-    best = min(claims, key=lambda c: abs((macs_reduction(c)[0] or 2.0) - achieved))
-    red, how = macs_reduction(best)
-    delta = "" if best["delta"] is None else f"Δ {best['delta']:+.2f} pt {best['metric']}; "
-    base = "" if best["baseline"] is None else f"{best['baseline']:.2f} → {best['value']:.2f}; "
-    more = f" (+{len(claims) - 1} more below)" if len(claims) > 1 else ""
-    return f"{base}{delta}{how} [{best['source']}, {best['verified']}]{more}"
-
-
-def render_markdown(
-    tables: dict[tuple[str, str, str], list[Row]],
-    claims: dict[str, Any],
-    problems: list[str],
-    failed: list[dict[str, Any]] | None = None,
-) -> str:
-    """The whole ``LEADERBOARD.md`` text (same input → byte-identical output); ``failed``
-    records are listed apart, at the end, with the stage and reason."""
-    out = [
-        "# prunebench leaderboard",
-        "",
-        "Generated by `python scripts/leaderboard.py` from the run records under `results/`; do not edit.",
-        "Metric: mean ± sample std over seeds (n). Δ: each seed's metric minus its own dense baseline "
-        "(same baseline hash), averaged. MACs/params: mean over seeds, % removed vs dense. Speed-up: "
-        "measured CPU latency, dense / compressed, at the record's batch. Paper claims are the papers' "
-        "own numbers on their own baselines (see `results/claims.yaml`), converted to our MACs convention "
-        "where they are MACs figures.",
-        "",
-    ]
-    if problems:
-        out += ["Records skipped as malformed:", "", *[f"- {p}" for p in problems], ""]
-    for (task, data, tier), rows in tables.items():
-        metric = rows[0].metric
-        scale, unit = metric_scale(metric)
-        out += [
-            f"## {task} · data: {data} · tier: {tier}",
-            "",
-            f"| method | target −MACs | achieved −MACs | {metric} (n) | Δ vs dense ({unit or 'abs'}) | MACs | params "
-            "| speed-up | paper claim | flags |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for row in rows:
-            x = row.summary()
-            target = "—" if row.target is None else f"{100 * row.target:.1f} %"
-            speedup = "—" if x["speedup"] is None else f"{x['speedup']:.2f}×"
-            removed = 100 * (1 - x["params"] / x["params_dense"])
-            out.append(
-                f"| {row.label(rows)} | {target} | {100 * x['achieved']:.1f} % | "
-                f"{_pm(x['metric'], x['metric_std'], scale)} ({row.n}) | "
-                f"{_pm(x['delta'], x['delta_std'], scale)} | "
-                f"{x['macs'] / 1e6:.2f} M | {x['params'] / 1e6:.3f} M (−{removed:.1f} %) | {speedup} | "
-                f"{_claim_cell(claims_for(claims, row.method, task, json.loads(row.hparams)), x['achieved'])} | "
-                f"{'; '.join(row.flags)} |"
-            )
-        listed = [
-            (meth, c) for meth in sorted(claims["methods"]) for c in claims_for(claims, meth, task)
-        ]
-        if listed:
-            out += ["", f"Paper claims for {task}:", ""]
-            for meth, c in listed:
-                out.append(
-                    f"- **{meth}** — {c['words']} [{c['source']}, {c['verified']}]; "
-                    f"{macs_reduction(c)[1]}"
-                )
-        out.append("")
-    if not tables:
-        out += ["No records matched.", ""]
-    if failed:
-        out += [
-            "## Failed runs",
-            "",
-            "Not in any table above; rerunning the point replaces the record.",
-            "",
-            "| task | data | tier | method | seed | point | reason |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in failed:
-            reason = (r["failure_reason"] or "").replace("|", "\\|").replace("\n", " ")
-            out.append(
-                f"| {r['task']} | {r['data_source']} | {r['budget']} | {r['method']} | "
-                f"{r['seed']} | {r['point_id']} | {reason} |"
-            )
-        out.append("")
-    return "\n".join(out)

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Hashable, Sequence
@@ -90,6 +91,8 @@ def point_id(cfg: dict[str, Any]) -> str:
     ident = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS}
     if ident.get("target", {}).get("round_to", 1) == 1:
         ident["target"] = {k: v for k, v in ident["target"].items() if k != "round_to"}
+    if ident.get("budget", {}).get("finetune_samples") is None:  # likewise: ids made before it
+        ident["budget"] = {k: v for k, v in ident["budget"].items() if k != "finetune_samples"}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[
         :10
     ]
@@ -144,16 +147,19 @@ class Pipeline:
         hooks: TrainingHooks | None = None,
         resume_key: str | None = None,
         overrides: dict | None = None,
+        batches_per_epoch: int | None = None,
     ) -> None:
         """Train ``model`` in place for ``epochs``; keep the best validation epoch's weights.
 
         With ``resume_key`` (a stage in ``RESUMABLE_STAGES``), every epoch ends with a Lightning
         checkpoint under ``runs/resume/<resume_key>/<stage>/`` and a rerun after a kill resumes
-        from it (``prunebench.resume``)."""
+        from it (``prunebench.resume``). ``batches_per_epoch`` shortens every epoch to that many
+        batches (``budget.finetune_samples``); the lr schedule spans the shortened epochs."""
         if epochs <= 0:
             return
         if stage in self.usage:
-            self.usage[stage].add_passes(epochs)
+            per_epoch = None if batches_per_epoch is None else batches_per_epoch * self.batch_size
+            self.usage[stage].add_passes(epochs, per_epoch)
         pl.seed_everything(self.seed + sum(map(ord, stage)), workers=True, verbose=False)
         spec = self.task.recipe[recipe]
         if overrides:  # a method's own change to the recipe (e.g. LAPP's warm-up)
@@ -182,6 +188,7 @@ class Pipeline:
             enable_model_summary=False,
             num_sanity_val_steps=0,
             default_root_dir=self.cfg["paths"]["runs_dir"],
+            **({"limit_train_batches": batches_per_epoch} if batches_per_epoch else {}),
             **{"enable_progress_bar": on_terminal(), **self.cfg["trainer"]},
         )
         trainer.fit(module, datamodule=self.dm, ckpt_path=ckpt_path)
@@ -370,7 +377,8 @@ class Pipeline:
         self.dm = self.task.datamodule(self.cfg["data"], self.cfg["budget"]["data"], self.seed)
         logger = self.cfg["logger"] if self.rank_zero else {"enabled": False}
         self.tracker = Tracker(logger, self.point_id, self.cfg)
-        split = len(self.dm.train_dataloader().dataset)
+        loader = self.dm.train_dataloader()
+        split, self.batch_size = len(loader.dataset), int(loader.batch_size or 1)
         self.usage = {"compress": TrainUsage(split), "finetune": TrainUsage(split)}
         baseline, info = self._timed("baseline", self._baseline)
         _, compressed, plan, mac_model = self._timed("compress", self._compress, baseline)
@@ -378,7 +386,13 @@ class Pipeline:
             self._timed(
                 "finetune",
                 lambda: self.fit(
-                    compressed, "finetune", self.finetune_epochs, "finetune", None, self.point_id
+                    compressed,
+                    "finetune",
+                    self.finetune_epochs,
+                    "finetune",
+                    None,
+                    self.point_id,
+                    batches_per_epoch=self.finetune_batches,
                 ),
             )
         test = self._timed("evaluate", self.evaluate, compressed, "test")
@@ -386,8 +400,44 @@ class Pipeline:
         return assemble.completed(self, baseline, compressed, plan, mac_model, info, test)
 
     @property
+    def finetune_samples(self) -> int | None:
+        """``budget.finetune_samples`` (the finetune length in training samples, which replaces
+        ``budget.finetune_epochs`` when set), or None; None too for a method that does not
+        finetune."""
+        value = self.cfg["budget"].get("finetune_samples")
+        return None if value is None or not self.method.finetune else int(value)
+
+    @property
     def finetune_epochs(self) -> int:
         """The budget's finetune epochs, or 0 for a method that does not finetune. Controls run
         without finetuning with ``budget.finetune_epochs=0`` (the record says 0 and the
-        leaderboard pools them apart)."""
-        return int(self.cfg["budget"]["finetune_epochs"]) if self.method.finetune else 0
+        leaderboard pools them apart). With ``budget.finetune_samples`` set: the epochs that
+        many samples start (ceil(samples / split))."""
+        if not self.method.finetune:
+            return 0
+        if self.finetune_samples is not None:
+            usage = self.usage.get("finetune")  # absent before the data (a setup failure)
+            split = usage.split if usage else int(self.cfg["budget"]["data"]["train"] or 1)
+            return budget_epochs(self.finetune_samples, split)[0]
+        return int(self.cfg["budget"]["finetune_epochs"])
+
+    @property
+    def finetune_batches(self) -> int | None:
+        """Batches per finetune epoch under ``budget.finetune_samples`` (None: whole epochs)."""
+        if self.finetune_samples is None:
+            return None
+        split = self.usage["finetune"].split
+        return budget_epochs(self.finetune_samples, split, self.batch_size)[1]
+
+
+def budget_epochs(samples: int, split: int, batch_size: int = 1) -> tuple[int, int | None]:
+    """``samples`` training samples as (epochs, batches per epoch): as few epochs as hold them,
+    each shortened alike to ``ceil(samples / epochs / batch_size)`` batches; None when the epochs
+    are whole (every batch of the split). E.g. 7,500 samples of a 5,000 split at batch 128:
+    2 epochs of 30 batches (7,680 samples: the last batch of each epoch is whole)."""
+    if samples <= 0:
+        return 0, None
+    epochs = math.ceil(samples / split)
+    if samples == epochs * split:
+        return epochs, None
+    return epochs, math.ceil(samples / epochs / batch_size)

@@ -47,6 +47,9 @@ SCHEMA: dict[str, tuple] = {
 # Fields added after schema 1 was first written: checked when present (older records lack them).
 OPTIONAL: dict[str, tuple] = {
     "finetune_epochs": (int,),  # epochs the finetune stage ran (0: none)
+    # budget.finetune_samples: the finetune length in samples (null: budget.finetune_epochs)
+    "finetune_samples": (int, type(None)),
+    "method_start": (str,),  # "baseline" or "scratch" (a fresh initialisation, e.g. LAPP)
     # training-split samples each stage read: {"split": N, "compress": {"seen", "distinct"},
     # "finetune": {...}, "compress_val_passes": validation passes made while compressing}
     "train_samples": (dict,),

@@ -27,8 +27,14 @@ class TrainUsage:
 
     def __init__(self, split: int) -> None:
         self.split, self.seen, self.indices, self.everything = split, 0, set(), False
+        self.partial = 0  # samples read in shortened epochs (an upper bound on their distinct)
 
-    def add_passes(self, epochs: int) -> None:
+    def add_passes(self, epochs: int, per_epoch: int | None = None) -> None:
+        """``epochs`` passes over the split, each of ``per_epoch`` samples (None: all of it)."""
+        if per_epoch is not None and per_epoch < self.split:
+            self.seen += epochs * per_epoch
+            self.partial += epochs * per_epoch
+            return
         self.seen += epochs * self.split
         self.everything = self.everything or epochs > 0
 
@@ -42,5 +48,7 @@ class TrainUsage:
         return CountedLoader(loader, self)
 
     def to_dict(self) -> dict[str, int]:
-        distinct = self.split if self.everything else len(self.indices)
+        distinct = (
+            self.split if self.everything else min(self.split, len(self.indices) + self.partial)
+        )
         return {"seen": self.seen, "distinct": distinct}

@@ -46,6 +46,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
     budget = cfg["budget"]
     for key in EPOCH_KEYS:
         _need_int(f"budget.{key}", budget.get(key), 0)
+    _need_int("budget.finetune_samples", budget.get("finetune_samples"), 0, none_ok=True)
     for key in SIZE_KEYS:
         _need_int(f"budget.data.{key}", budget["data"].get(key), 1, none_ok=True)
     lat = budget.get("latency") or {}

@@ -9,7 +9,8 @@ import signal
 
 import torch
 
-from prunebench.leaderboard import aggregate, failed_runs, render_markdown
+from prunebench.leaderboard import aggregate, failed_runs
+from prunebench.markdown import render_markdown
 from tests.conftest import records, run_py, start_py
 
 SUMMARY = re.compile(r"sweep: (\d+) points — (\d+) ran, (\d+) skipped \(.*?\), (\d+) failed")

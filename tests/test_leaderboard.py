@@ -12,7 +12,8 @@ import yaml
 
 from prunebench.claims import load_claims, macs_reduction, validate_claims
 from prunebench.errors import RecordError
-from prunebench.leaderboard import aggregate, load_records, render_markdown
+from prunebench.leaderboard import aggregate, load_records
+from prunebench.markdown import render_markdown
 from prunebench.plots import pareto_front
 from prunebench.records import write_record
 from scripts.leaderboard import main as leaderboard_main
@@ -158,7 +159,7 @@ def test_malformed_record_is_named_and_skipped(tmp_path, capsys):
     assert any("broken.json" in p for p in problems) and any(
         "missing.json" in p and "macs" in p for p in problems
     )
-    code = leaderboard_main(["--results", str(tmp_path), "--claims", str(CLAIMS)])
+    code = leaderboard_main(["--results", str(tmp_path), "--claims", str(CLAIMS), "--publish"])
     assert code == 0
     assert "broken.json" in capsys.readouterr().err
     assert (tmp_path / "LEADERBOARD.md").read_text().count("broken.json") == 1
@@ -166,7 +167,10 @@ def test_malformed_record_is_named_and_skipped(tmp_path, capsys):
 
 
 def test_empty_results_directory_gives_a_clear_message(tmp_path, capsys):
-    assert leaderboard_main(["--results", str(tmp_path), "--claims", str(CLAIMS)]) == 2
+    assert leaderboard_main(["--results", str(tmp_path), "--publish"]) == 2
+    assert "no records/ folder there" in capsys.readouterr().err
+    (tmp_path / "records").mkdir()
+    assert leaderboard_main(["--results", str(tmp_path), "--publish"]) == 2
     assert "no run records under" in capsys.readouterr().err
     assert not (tmp_path / "LEADERBOARD.md").exists()
 
@@ -243,6 +247,7 @@ def test_wandb_tables_are_logged_offline(tmp_path):
                 "--claims",
                 str(CLAIMS),
                 "--wandb",
+                "--publish",
                 "--runs-dir",
                 str(runs),
             ]
@@ -285,3 +290,93 @@ def test_records_without_the_finetune_field_get_it_from_their_stage_times():
     old["stage_seconds"] = {"baseline": 1.0, "compress": 0.1}
     assert finetune_epochs(old) == 0
     assert finetune_epochs(rec(seed=0, finetune_epochs=0)) == 0
+
+
+def _write(tmp_path, records):
+    d = tmp_path / "records" / "cifar10_resnet20"
+    for i, r in enumerate(records):
+        write_record(r, d / f"r{i}.json")
+
+
+def test_a_filtered_view_never_overwrites_the_published_tables(tmp_path, capsys):
+    _write(tmp_path, [rec(seed=s) for s in range(2)] + [rec(seed=0, budget="smoke")])
+    (tmp_path / "LEADERBOARD.md").write_text("published")
+    argv = ["--results", str(tmp_path), "--task", "cifar10_resnet20", "--tier", "smoke"]
+    assert leaderboard_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tier: smoke" in out and "tier: cpu" not in out
+    assert (tmp_path / "LEADERBOARD.md").read_text() == "published"
+    assert not (tmp_path / "plots").exists()
+    view = tmp_path / "views" / "r20.md"
+    assert leaderboard_main([*argv, "--out", str(view)]) == 0
+    assert "tier: smoke" in view.read_text()
+    assert leaderboard_main([*argv, "--publish"]) == 2
+    assert "--publish regenerates the whole published leaderboard" in capsys.readouterr().err
+    assert (tmp_path / "LEADERBOARD.md").read_text() == "published"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--task", "nosuchtask"], ["--task 'nosuchtask'", "choices:", "cifar10_resnet20"]),
+        (["--tier", "fast"], ["--tier 'fast'", "smoke"]),
+        (["--results", "/sys", "--publish"], ["/sys", "no records/ folder"]),
+        (["--out", "/sys/leaderboard.md"], ["/sys", "not writable"]),
+        (["--claims", "nope.yaml"], ["--claims nope.yaml", "no such file"]),
+    ],
+)
+def test_bad_arguments_are_one_line_and_write_nothing(tmp_path, capsys, argv, words):
+    _write(tmp_path, [rec(seed=0)])
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    results = [] if "--results" in argv else ["--results", str(tmp_path)]
+    assert leaderboard_main([*results, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    assert all(w in err for w in words), err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_smoke_and_failed_records_stay_out_of_the_tables_unless_asked(tmp_path, capsys):
+    failed = rec(seed=3, status="failed", failure_reason="boom")
+    _write(tmp_path, [rec(seed=0), rec(seed=1, budget="smoke"), failed])
+    assert leaderboard_main(["--results", str(tmp_path)]) == 0  # no claims.yaml there: ours
+    out = capsys.readouterr().out
+    assert "tier: smoke" not in out and "Failed runs" not in out
+    assert f"the user folder `{tmp_path}` (not the published ones)" in out
+    assert leaderboard_main(["--results", str(tmp_path), "--include-smoke", "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert "tier: smoke" in out and "Failed runs" in out and "boom" in out
+
+
+def test_speed_up_is_shown_only_with_a_spread_and_a_sane_dense_check():
+    from prunebench.markdown import trusted_speedup
+
+    (rows,) = aggregate([rec(seed=0)]).values()
+    assert trusted_speedup(rows[0], rows) == "—†"  # no spread recorded
+    good = rec(seed=0)
+    good["latency"] |= {"speedup_iqr": 0.05, "trustworthy": True}
+    dense = rec(method="dense", seed=0, widths={}, top1=0.75)
+    dense["latency"] |= {"speedup": 1.04, "speedup_iqr": 0.02, "trustworthy": True}
+    (rows,) = aggregate([good, dense]).values()
+    assert trusted_speedup(rows[1], rows) == "2.00× (IQR 0.05)"
+    dense["latency"]["speedup"] = 3.9  # the dense model "faster" than itself: timing noise
+    (rows,) = aggregate([good, dense]).values()
+    assert trusted_speedup(rows[1], rows) == "—†"
+
+
+def test_archive_moves_superseded_records_out_of_the_tables(tmp_path, capsys):
+    old = [rec(seed=s, code="old", time="2026-01-01") for s in range(2)]
+    new = [rec(seed=s, code="new", time="2026-02-01", run_id=f"n{s}") for s in range(2)]
+    _write(tmp_path, old + new)
+    assert leaderboard_main(["--results", str(tmp_path), "--archive"]) == 0
+    out = capsys.readouterr().out
+    assert "not pooled" not in out and "(2) |" in out
+    archived = sorted(p.name for p in (tmp_path / "archive" / "records").rglob("*.json"))
+    assert archived == ["r0.json", "r1.json"]  # the old code version's files
+    assert len(list((tmp_path / "records").rglob("*.json"))) == 2
+
+
+def test_committed_leaderboard_is_what_the_script_writes(tmp_path):
+    out = tmp_path / "LEADERBOARD.md"
+    assert leaderboard_main(["--out", str(out)]) == 0
+    assert out.read_text() == (ROOT / "results" / "LEADERBOARD.md").read_text()

@@ -1,0 +1,80 @@
+"""The scratch control: a pruned architecture trained from a fresh initialisation — Liu, Sun,
+Zhou, Huang, Darrell, "Rethinking the Value of Network Pruning", ICLR 2019 (arXiv 1810.05270).
+
+Liu et al. retrain the architecture a pruning method found, from scratch, for as long as the
+method trained, and often match it: the architecture, not the inherited weights, carries the
+result. ``widths`` (group root → kept filters, a record's ``plan_widths``) is that architecture;
+``scripts/controls.py`` copies it, the bypass kind and the epochs from a from-scratch method's
+record (LAPP). With ``widths`` null (or empty) the architecture is the uniform one at
+``target.macs_reduction`` (every group keeps the same fraction).
+
+Which filters are kept does not matter from a fresh initialisation: the first ``widths[root]``.
+Training is the task's ``baseline`` recipe for ``epochs`` (null: ``budget.baseline_epochs``), the
+masked model standing for the small one; there is no finetune. Deviation from Liu et al.: their
+"Scratch-E" trains the same epochs as the large model's training, "Scratch-B" the same
+computation; here the epochs are matched to the method's own training (Scratch-E in spirit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prunebench.bypass import KINDS, add_bypasses
+from prunebench.errors import ConfigError
+from prunebench.method import CompressContext, Method
+from prunebench.plan import Plan, PlanEntry
+
+
+@dataclass
+class Scratch(Method):
+    start = "scratch"
+    finetune = False
+    widths: dict[str, int] | None = None
+    epochs: int | None = None
+    bypass: str = "none"  # the method's bypass beside every pruned k×k conv (LAPP: conv1x1)
+    warmup_epochs: float = 0.0  # the method's own warm-up at the recipe's warmup_factor
+
+    def __post_init__(self) -> None:
+        if self.bypass not in KINDS:
+            raise ConfigError(f"method.bypass={self.bypass!r}; choices: {KINDS}")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise ConfigError(f"method.epochs={self.epochs!r}: must be an integer ≥ 1 or null")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"method.warmup_epochs={self.warmup_epochs!r}: must be ≥ 0")
+        for name, width in (self.widths or {}).items():
+            if not isinstance(width, int) or width < 1:
+                raise ConfigError(f"method.widths.{name}={width!r}: must be an integer ≥ 1")
+
+    def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
+        """The method's bypasses, as it added them (only beside k×k convs, k > 1)."""
+        spatial = [n for n in prunable if model.get_submodule(n).kernel_size != (1,) * 2]
+        where = add_bypasses(model, spatial, self.bypass)
+        return [where.get(n, n) for n in prunable]
+
+    def architecture(self, ctx: CompressContext) -> Plan:
+        """The plan of the architecture: ``widths`` (first filters kept), or the uniform one."""
+        groups = ctx.structure.groups
+        if not self.widths:
+            return ctx.solve({r: torch.ones(g.size) for r, g in groups.items()}, "uniform")
+        unknown = sorted(set(self.widths) - set(groups))
+        if unknown:
+            raise ConfigError(
+                f"method.widths names {unknown}, not prunable groups of this model "
+                f"(bypass={self.bypass!r}); groups: {sorted(groups)}"
+            )
+        entries = {}
+        for root, width in self.widths.items():
+            if width > groups[root].size:
+                raise ConfigError(f"method.widths.{root}={width} > its {groups[root].size} filters")
+            entries[root] = PlanEntry("filter", groups[root].size, list(range(width)))
+        return Plan(entries)
+
+    def compress(self, ctx: CompressContext) -> Plan:
+        plan = self.architecture(ctx)
+        ctx.apply_masks(plan)
+        warm = {"warmup_epochs": self.warmup_epochs} if self.warmup_epochs > 0 else {}
+        ctx.train(self.epochs or ctx.baseline_epochs, None, "baseline", **warm)
+        return plan

@@ -1,0 +1,162 @@
+"""Run the budget-matched controls of a method's records through ``run.py``.
+
+python scripts/controls.py --task cifar10_resnet20 --method kcp [--tier cpu] [--data embedded]
+    [--results DIR] [--seeds 0,1,2] [--record PATH …] [--dry-run] [-- HYDRA_OVERRIDES…]
+
+For every ``ok`` record of the method (the newest code version of each point), one Hydra
+multirun per seed: ``magnitude`` and ``random`` at the method's achieved MACs reduction with its
+post-baseline training as their finetune (``budget.finetune_samples``); for a from-scratch method
+also ``scratch``, its final architecture trained from a fresh initialisation for its total epochs.
+``run.py`` does the rest: a point whose record exists is skipped, a lock keeps two launches of
+one point apart, and the baseline comes from the cache. Overrides after ``--`` go to every run
+(e.g. ``hydra/launcher=…``, or the overrides the method's records were made with). Every point's
+baseline hash is checked against the method record's before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from prunebench.baseline import baseline_key
+from prunebench.errors import RecordError
+from prunebench.leaderboard import current_records, load_records
+from prunebench.matching import CONTROLS, control_specs
+from prunebench.records import read_record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def compose_cfg(overrides: list[str]) -> dict[str, Any]:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def baseline_mismatch(record: dict[str, Any], overrides: list[str]) -> str | None:
+    """None when the control composed from ``overrides`` has the record's baseline; otherwise
+    the config values that differ (the overrides the method's record was made with)."""
+    cfg = compose_cfg(overrides)
+    if baseline_key(cfg) == record["baseline"]["hash"]:
+        return None
+    mine, theirs = _flat(cfg), _flat(record["config"])
+    keys = [
+        k
+        for k in sorted(set(mine) | set(theirs))
+        if k.split(".")[0] in ("task", "data", "budget", "trainer")
+        and not k.startswith(("budget.finetune", "budget.compress", "budget.latency"))
+        and mine.get(k) != theirs.get(k)
+    ]
+    diff = ", ".join(f"{k}={theirs.get(k)!r} (control: {mine.get(k)!r})" for k in keys[:6])
+    return f"the record's config differs in {diff or 'the baseline recipe'}; pass it after --"
+
+
+def select(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
+    """The method records to match, or an error line."""
+    if args.method in CONTROLS or args.method == "dense":
+        return [], f"method {args.method!r} is a control itself; controls match a pruning method"
+    if args.record:
+        chosen = []
+        for path in args.record:
+            try:
+                r = read_record(path)
+            except RecordError as exc:
+                return [], f"record {exc}"
+            for key, want in (("task", args.task), ("budget", args.tier), ("method", args.method)):
+                if want and r[key] != want:
+                    return [], f"record {path}: {key} {r[key]!r}, not {want!r}"
+            if r["status"] != "ok":
+                return [], f"record {path} failed ({r['failure_reason']}); rerun the point first"
+            chosen.append(r)
+        return chosen, None
+    records, problems = load_records(args.results)
+    for prob in problems:
+        print(f"skipped malformed record: {prob}", file=sys.stderr)
+    mine = [
+        r
+        for r in records
+        if r["task"] == args.task
+        and r["method"] == args.method
+        and r["budget"] == args.tier
+        and r["data_source"] == args.data
+        and (args.seeds is None or r["seed"] in args.seeds)
+    ]
+    where = f"task {args.task!r}, tier {args.tier!r}, data {args.data!r} under {args.results}"
+    if not mine:
+        return [], f"no record of method {args.method!r} for {where}"
+    ok = current_records([r for r in mine if r["status"] == "ok"])
+    if not ok:
+        names = ", ".join(sorted(r["point_id"] for r in mine))
+        return [], f"every record of method {args.method!r} for {where} failed: {names}"
+    return ok, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, extra = argv[:at], argv[at + 1 :]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", required=True, help="the pruning method whose records to match")
+    p.add_argument("--tier", default="cpu")
+    p.add_argument("--data", default="embedded")
+    p.add_argument("--results", default=None, help="records to read and write (paths.results_dir)")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    p.add_argument("--record", action="append", help="match only this record (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the run.py commands only")
+    args = p.parse_args(argv)
+    args.results = args.results or compose_cfg(extra)["paths"]["results_dir"]
+
+    chosen, error = select(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    commands = []
+    for rec in sorted(chosen, key=lambda r: (r["seed"], r["point_id"])):
+        try:
+            specs = control_specs(rec)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finetuned = [s for s in specs if s.method != "scratch"]
+        for group in (finetuned, [s for s in specs if s.method == "scratch"]):
+            if not group:
+                continue
+            ov = [o for o in group[0].overrides if not o.startswith("method=")]
+            ov = [f"method={','.join(s.method for s in group)}", *ov]
+            ov += [f"paths.results_dir={args.results}", *extra]
+            for s in group:
+                single = [o if not o.startswith("method=") else f"method={s.method}" for o in ov]
+                why = baseline_mismatch(rec, single)
+                if why:
+                    print(f"error: {rec['point_id']}: {why}", file=sys.stderr)
+                    return 2
+            commands.append([sys.executable, str(ROOT / "run.py"), "-m", *ov])
+    status = 0
+    for cmd in commands:
+        print("$ " + shlex.join(["python", "run.py", *cmd[2:]]), flush=True)
+        if not args.dry_run:
+            status = max(status, subprocess.run(cmd, cwd=ROOT, check=False).returncode)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
