@@ -29,7 +29,9 @@ topped up channel by channel (CaP's order, the least-pruned layer first) and a l
 Deviations / unverified choices: statistics and rankings are computed once on the dense model,
 as in the authors' code (later layers are not re-measured after earlier ones are pruned);
 ``search_steps`` (6) and ``max_sparsity`` (0.9) have no default in the authors' code; trial
-evaluations are memoised (same committed prefix + same channel count → same model); a group
+evaluations are memoised (same committed prefix + same channel count → same model), and each
+trial runs only the network from the trial layer on, over validation activations cached before
+it (``CompressContext.evaluate_after``; the same outputs, bit for bit); a group
 is pruned only when exactly one layer reads it and reads nothing else — a group read through a
 concat (DeepLab's ASPP branches, whose projection reads all five) is left whole, and the record's
 ``method_notes`` name it (compensating several groups in one shared consumer is not
