@@ -33,6 +33,7 @@ from prunebench.resume import StageCheckpoint
 from prunebench.slim import slim
 from prunebench.structure import MacModel
 from prunebench.target import validate_target
+from prunebench.tier import apply_tier_recipe
 from prunebench.tracking import Tracker
 from prunebench.usage import TrainUsage
 from prunebench.validate import check_writable, validate_config
@@ -98,7 +99,8 @@ class Pipeline:
     """One run point: ``Pipeline(cfg).run()`` returns the record it wrote."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        self.cfg: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        self.cfg = apply_tier_recipe(resolved)  # e.g. the cpu tier's warm-up (task.cpu.recipe)
         validate_config(self.cfg)
         validate_target(self.cfg["target"]["macs_reduction"])
         self.seed = int(self.cfg["seed"])

@@ -30,6 +30,8 @@ class CifarClassification(Task):
         shortcut: ``"A"`` (default, He et al.) or ``"B"``.
         num_classes: 10.
         recipe: stage → optimiser recipe (see ``tasks.base.OptimSpec``).
+        paper / cpu: the tiers' task-specific numbers (read by ``conf/budget``); ``cpu.recipe``
+            is the cpu tier's change to the recipe, merged in by ``prunebench.tier``.
     """
 
     metric = "top1"
@@ -43,8 +45,10 @@ class CifarClassification(Task):
         shortcut: str = "A",
         num_classes: int = 10,
         paper: dict | None = None,
+        cpu: dict | None = None,
     ) -> None:
         super().__init__(name, recipe, paper)
+        self.cpu = dict(cpu or {})
         self.depth, self.shortcut, self.num_classes = depth, shortcut, num_classes
 
     def build_model(self, mid_widths: list[int] | None = None) -> nn.Module:
