@@ -123,10 +123,14 @@ class PruneModule(pl.LightningModule):
         steps_per_epoch = max(1, total_steps // epochs)
         warmup = round(o.warmup_epochs * steps_per_epoch)
         if o.schedule == "poly":
-            factor = warmup_then_poly(warmup, o.warmup_factor, total_steps, o.power)
+            factor = warmup_then_poly(warmup, o.warmup_factor, total_steps, o.power, o.warmup_shape)
         else:
             factor = warmup_then_steps(
-                warmup, o.warmup_factor, [m * steps_per_epoch for m in milestones], o.gamma
+                warmup,
+                o.warmup_factor,
+                [m * steps_per_epoch for m in milestones],
+                o.gamma,
+                o.warmup_shape,
             )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -177,27 +181,48 @@ def lr_groups(model: nn.Module, lr: float, lr_mult: dict[str, float] | None) -> 
     return [*groups, {"params": buckets[None], "lr": lr}] if buckets[None] else groups
 
 
-def warmup_then_poly(warmup_steps: int, warmup_factor: float, total_steps: int, power: float):
-    """The lr multiplier at each optimiser step: ``warmup_factor`` during the warm-up, then
-    DeepLab's poly decay ``(1 − step / total_steps) ** power`` (Chen et al., 2017)."""
+def warmup_multiplier(
+    step: int, warmup_steps: int, warmup_factor: float, shape: str = "constant"
+) -> float:
+    """The lr multiplier at ``step`` (< ``warmup_steps``) of a warm-up: ``constant`` holds
+    ``warmup_factor`` (He et al.); ``linear`` goes from ``warmup_factor`` at step 0 up by an
+    equal amount each step, reaching 1 at ``warmup_steps`` (Goyal et al.)."""
+    if shape == "linear":
+        return warmup_factor + (1.0 - warmup_factor) * step / warmup_steps
+    return warmup_factor
+
+
+def warmup_then_poly(
+    warmup_steps: int,
+    warmup_factor: float,
+    total_steps: int,
+    power: float,
+    shape: str = "constant",
+):
+    """The lr multiplier at each optimiser step: the warm-up (``warmup_multiplier``), then DeepLab's poly
+    decay ``(1 − step / total_steps) ** power`` (Chen et al., 2017)."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return warmup_factor
+            return warmup_multiplier(step, warmup_steps, warmup_factor, shape)
         return max(0.0, 1.0 - step / total_steps) ** power
 
     return factor
 
 
 def warmup_then_steps(
-    warmup_steps: int, warmup_factor: float, milestone_steps: list[int], gamma: float
+    warmup_steps: int,
+    warmup_factor: float,
+    milestone_steps: list[int],
+    gamma: float,
+    shape: str = "constant",
 ):
-    """The lr multiplier at each optimiser step: ``warmup_factor`` for the first
-    ``warmup_steps`` steps (He et al.'s constant warm-up), then ``gamma`` per milestone passed."""
+    """The lr multiplier at each optimiser step: the warm-up (``warmup_multiplier``) for the first
+    ``warmup_steps`` steps, then ``gamma`` per milestone passed."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return warmup_factor
+            return warmup_multiplier(step, warmup_steps, warmup_factor, shape)
         return gamma ** sum(step >= m for m in milestone_steps)
 
     return factor

@@ -39,6 +39,7 @@ from prunebench.resume import StageCheckpoint
 from prunebench.slim import slim
 from prunebench.structure import MacModel
 from prunebench.target import validate_target
+from prunebench.tier import apply_tier_recipe
 from prunebench.tracking import Tracker
 from prunebench.usage import TrainUsage
 from prunebench.validate import check_writable, validate_config
@@ -106,7 +107,8 @@ class Pipeline:
     """One run point: ``Pipeline(cfg).run()`` returns the record it wrote."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        self.cfg: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        self.cfg = apply_tier_recipe(resolved)  # e.g. the cpu tier's warm-up (task.cpu.recipe)
         validate_config(self.cfg)
         # `auto` becomes what this machine runs (bf16-mixed or 32-true) before the point id and
         # the baseline key are taken: the record and the cache say which precision ran.

@@ -18,6 +18,7 @@ from prunebench.errors import ConfigError
 from prunebench.milestones import milestone_fraction
 
 SCHEDULES = ("step", "poly")
+WARMUP_SHAPES = ("constant", "linear")
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,11 @@ class OptimSpec:
     ``optimizer`` is ``sgd`` (``momentum``, ``nesterov`` apply) or ``adam`` (``betas`` apply);
     ``weight_decay`` is the optimiser's own (L2 added to the gradient) in both.
 
-    ``warmup_epochs`` > 0 trains at ``lr * warmup_factor`` for that many epochs (rounded to whole
-    steps) before the step schedule starts: He et al. (2016, §4.2) warm ResNet-110 up at 0.01 for
-    about 400 iterations (~1 epoch) because 0.1 is "slightly too large to start converging".
+    ``warmup_epochs`` > 0 warms up for that many epochs (rounded to whole steps) before the
+    schedule starts. ``warmup_shape`` ``constant`` trains at ``lr * warmup_factor`` throughout:
+    He et al. (2016, §4.2) warm ResNet-110 up at 0.01 for about 400 iterations (~1 epoch) because
+    0.1 is "slightly too large to start converging". ``linear`` raises the lr every step from
+    ``lr * warmup_factor`` at step 0 towards ``lr`` (Goyal et al., 2017, "gradual warm-up").
 
     ``schedule``: ``step`` (÷``1/gamma`` at each milestone) or ``poly`` (DeepLab: the lr times
     ``(1 − step/total steps) ** power``, updated every step). ``lr_mult`` maps a module-name
@@ -48,6 +51,7 @@ class OptimSpec:
     batch_size: int = 128
     warmup_epochs: float = 0.0
     warmup_factor: float = 0.1
+    warmup_shape: str = "constant"  # "constant" (He et al.) or "linear" (Goyal et al.)
     optimizer: str = "sgd"  # "sgd" (momentum, nesterov) or "adam" (betas; PSMNet's recipe)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "step"
@@ -59,6 +63,10 @@ class OptimSpec:
             raise ConfigError(f"recipe schedule={self.schedule!r}; choices: {SCHEDULES}")
         for m in self.milestones:
             milestone_fraction(m)
+        if self.warmup_shape not in WARMUP_SHAPES:
+            raise ConfigError(
+                f"recipe warmup_shape={self.warmup_shape!r}; choices: {WARMUP_SHAPES}"
+            )
 
 
 class Task(ABC):

@@ -31,6 +31,8 @@ class CifarClassification(Task):
         shortcut: ``"A"`` (default, He et al.) or ``"B"``.
         num_classes: 10.
         recipe: stage → optimiser recipe (see ``tasks.base.OptimSpec``).
+        paper / cpu: the tiers' task-specific numbers (read by ``conf/budget``); ``cpu.recipe``
+            is the cpu tier's change to the recipe, merged in by ``prunebench.tier``.
     """
 
     metric = "top1"
@@ -44,6 +46,7 @@ class CifarClassification(Task):
         shortcut: str = "A",
         num_classes: int = 10,
         paper: dict | None = None,
+        cpu: dict | None = None,
     ) -> None:
         super().__init__(name, recipe, paper)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
@@ -54,6 +57,7 @@ class CifarClassification(Task):
             raise ConfigError(f"task.shortcut={shortcut!r}; choices: {', '.join(SHORTCUTS)}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ConfigError(f"task.num_classes={num_classes!r}: must be an integer ≥ 2")
+        self.cpu = dict(cpu or {})
         self.depth, self.shortcut, self.num_classes = depth, shortcut, num_classes
 
     def build_model(self, mid_widths: list[int] | None = None) -> nn.Module:

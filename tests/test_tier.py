@@ -1,0 +1,50 @@
+"""A budget tier's recipe adaptation (``task.<tier>.recipe``): merged for that tier only."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from prunebench.errors import ConfigError
+from prunebench.pipeline import point_id
+from prunebench.tier import apply_tier_recipe
+from tests.conftest import make_cfg
+
+
+def _resolved(tmp_path, *overrides: str) -> dict:
+    return OmegaConf.to_container(make_cfg(tmp_path, *overrides), resolve=True)
+
+
+@pytest.mark.parametrize("task", ["cifar10_resnet20", "cifar10_resnet56"])
+def test_the_cpu_tier_warms_the_cifar_baseline_up_linearly_and_paper_is_untouched(tmp_path, task):
+    cpu = apply_tier_recipe(_resolved(tmp_path, f"task={task}", "budget=cpu"))
+    base = cpu["task"]["recipe"]["baseline"]
+    assert (base["lr"], base["batch_size"]) == (0.1, 128)  # He et al.'s lr and batch
+    assert (base["warmup_epochs"], base["warmup_shape"], base["warmup_factor"]) == (
+        2,
+        "linear",
+        0.0,
+    )
+    assert "warmup_epochs" not in cpu["task"]["recipe"]["finetune"]
+    paper = _resolved(tmp_path, f"task={task}", "budget=paper")
+    assert apply_tier_recipe(paper) == paper  # the paper tier stays the paper's recipe
+
+
+def test_a_task_without_a_tier_recipe_keeps_its_config_and_point_id(tmp_path):
+    cfg = _resolved(tmp_path, "task=imagenet_resnet18", "budget=cpu")
+    out = apply_tier_recipe(cfg)
+    assert out == cfg and point_id(out) == point_id(cfg)
+
+
+def test_the_tier_recipe_changes_the_point_id_and_leaves_the_input_alone(tmp_path):
+    cfg = _resolved(tmp_path, "budget=cpu")
+    before = OmegaConf.to_container(OmegaConf.create(cfg))
+    out = apply_tier_recipe(cfg)
+    assert cfg == before and point_id(out) != point_id(cfg)
+
+
+def test_a_tier_recipe_stage_the_task_lacks_is_named_with_the_choices(tmp_path):
+    cfg = _resolved(tmp_path, "budget=cpu")
+    cfg["task"]["cpu"]["recipe"] = {"pretrain": {"lr": 0.2}}
+    with pytest.raises(ConfigError, match=r"task.cpu.recipe stages \['pretrain'\].*'baseline'"):
+        apply_tier_recipe(cfg)
