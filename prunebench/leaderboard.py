@@ -1,9 +1,11 @@
 """Records → per-task tables beside the papers' claims. Generated, never hand-edited.
 
 One table per (task, data source, tier): embedded and disk rows never share one. Seeds are pooled
-only when everything but the seed agrees — method and hyper-parameters, target, baseline recipe
-and code version; when a (method, target) appears under several such pools in one table, each is
-shown apart and flagged.
+only when everything but the seed agrees — method and hyper-parameters, target, finetune length,
+baseline recipe and code version. Of a point made by several code versions only the newest is
+current (:func:`split_superseded`; the script archives the rest); when several pools of one point
+still reach :func:`aggregate`, each is shown apart and flagged. Rendering: ``prunebench.markdown``;
+the headline against budget-matched controls: ``prunebench.headline``.
 """
 
 from __future__ import annotations

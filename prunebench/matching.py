@@ -10,8 +10,9 @@ initialisation for the method's total epochs (Liu et al., ICLR 2019).
 
 Pairing (the leaderboard): a control record pairs with a method record of the same table when
 seed and baseline hash agree, the achieved reductions are within ``MACS_TOLERANCE`` and the
-training matches; a control asked for this match (its target is the method's achieved reduction)
-that could not reach it within the tolerance pairs as the *nearest feasible* one, and says so.
+training matches; a control asked for this match that could not reach it (its target, or its
+``matched_to`` note when the command had to lower the target to a feasible one, is the method's
+achieved reduction) pairs as the *nearest feasible* one, and says so.
 """
 
 from __future__ import annotations
@@ -174,9 +175,9 @@ def pair(method: dict[str, Any], candidates: list[dict[str, Any]], kind: str) ->
     best = min(eligible, key=lambda c: (gap(c), c["point_id"]))
     if gap(best) <= MACS_TOLERANCE + 1e-9:
         return Pairing(method, best, "matched")
-    asked = best["target_macs_reduction"] is not None and math.isclose(
-        best["target_macs_reduction"], control_target(method), abs_tol=5e-4
-    )
+    wanted = control_target(method)
+    asked = [best["target_macs_reduction"], best.get("config", {}).get("matched_to")]
+    asked = any(a is not None and math.isclose(a, wanted, abs_tol=5e-4) for a in asked)
     return (
         Pairing(method, best, "nearest feasible")
         if asked

@@ -45,7 +45,8 @@ from prunebench.usage import TrainUsage
 from prunebench.validate import check_writable, validate_config
 from tasks.base import Task
 
-VOLATILE_KEYS = ("paths", "logger", "overwrite", "force")  # do not change a run's numbers
+# do not change a run's numbers (``matched_to``: a note scripts/controls.py leaves in the record)
+VOLATILE_KEYS = ("paths", "logger", "overwrite", "force", "matched_to")
 RESUMABLE_STAGES = ("baseline", "finetune")  # no method state outside Lightning's checkpoint
 
 

@@ -134,8 +134,10 @@ def _absolute_panel(ax, rows: list[Row], styles, scale: float, unit: str, hib: b
         ax.axhline(scale * ref, color="grey", ls="--", lw=1, label=f"dense ({scale * ref:.2f})")
     front = pareto_front(points, hib)
     if len(front) >= 2:
+        right = max(x for x, _ in points)  # the best metric so far holds up to the densest point
+        drawn = front + ([(right, front[-1][1])] if right > front[-1][0] else [])
         ax.plot(
-            *zip(*front, strict=True),
+            *zip(*drawn, strict=True),
             color="black",
             lw=1,
             alpha=0.5,

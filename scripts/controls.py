@@ -16,19 +16,24 @@ baseline hash is checked against the method record's before anything runs.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from prunebench.baseline import baseline_key
-from prunebench.errors import RecordError
+from prunebench.errors import ConfigError, RecordError
 from prunebench.leaderboard import current_records, load_records
 from prunebench.matching import CONTROLS, control_specs
+from prunebench.method import CompressContext
 from prunebench.records import read_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +70,43 @@ def baseline_mismatch(record: dict[str, Any], overrides: list[str]) -> str | Non
     ]
     diff = ", ".join(f"{k}={theirs.get(k)!r} (control: {mine.get(k)!r})" for k in keys[:6])
     return f"the record's config differs in {diff or 'the baseline recipe'}; pass it after --"
+
+
+_CONTEXTS: dict[str, CompressContext] = {}
+
+
+def feasible_target(cfg: dict[str, Any], target: float) -> float:
+    """``target``, or the largest reduction (to 0.1 pt) that the filter controls' uniform solve
+    reaches on the task's model when ``target`` is beyond it."""
+    key = json.dumps(cfg["task"], sort_keys=True, default=str)
+    if key not in _CONTEXTS:
+        task = instantiate(cfg["task"], _convert_="all")
+        model = task.build_model()
+        _CONTEXTS[key] = CompressContext.build(
+            model,
+            task.example_input(),
+            task.prunable_layers(model),
+            task.protected_layers(model),
+            macs_reduction=target,
+        )
+    ctx = _CONTEXTS[key]
+    ones = {root: torch.ones(g.size) for root, g in ctx.structure.groups.items()}
+
+    def reachable(t: float) -> bool:
+        ctx.macs_reduction = t
+        try:
+            ctx.solve(ones, "uniform")
+        except ConfigError:
+            return False
+        return True
+
+    if reachable(target):
+        return target
+    lo, hi = 0.0, target
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if reachable(mid) else (lo, mid)
+    return math.floor(lo * 1000) / 1000
 
 
 def select(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
@@ -137,6 +179,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         finetuned = [s for s in specs if s.method != "scratch"]
+        cfg = compose_cfg([*finetuned[0].overrides, *extra])
+        reach = feasible_target(cfg, finetuned[0].target)
+        if reach < finetuned[0].target:
+            print(
+                f"note: {rec['point_id']}: magnitude/random reach only −{100 * reach:.1f} % MACs "
+                f"of the wanted −{100 * finetuned[0].target:.1f} %; the nearest feasible "
+                "controls run there (matched_to records the wanted one)",
+                file=sys.stderr,
+            )
+            for spec in finetuned:
+                spec.overrides = [
+                    f"target.macs_reduction={reach}" if o.startswith("target.") else o
+                    for o in spec.overrides
+                ] + [f"matched_to={spec.target}"]
         for group in (finetuned, [s for s in specs if s.method == "scratch"]):
             if not group:
                 continue

@@ -138,6 +138,7 @@ def test_a_record_named_by_path_must_be_the_method_tier_and_task_asked(tmp_path,
     assert "is a control itself" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two run.py launches (~9 min on 2 cores shared with 20 other processes)
 def test_smoke_run_of_the_controls_pairs_with_the_method(tmp_path):
     method_record(tmp_path, post=96)  # 1.5 epochs of the 64-image split: 2 epochs of 1 batch
     assert controls_main(_args(tmp_path)) == 0
@@ -159,3 +160,12 @@ def test_smoke_run_of_the_controls_pairs_with_the_method(tmp_path):
         assert p.delta() == pytest.approx(0.3 - by_method[kind]["test"]["test/top1"])
     assert controls_main(_args(tmp_path)) == 0  # a second launch skips both points
     assert len(load_records(tmp_path / "results")[0]) == 3
+
+
+def test_an_unreachable_reduction_runs_the_nearest_feasible_controls(tmp_path, capsys):
+    method_record(tmp_path, achieved_macs_reduction=0.97)  # filter pruning stops at −95.2 %
+    assert controls_main(_args(tmp_path, "--dry-run")) == 0
+    out, err = capsys.readouterr()
+    (line,) = [x for x in out.splitlines() if x.startswith("$ ")]
+    assert "target.macs_reduction=0.952 " in line and "matched_to=0.97" in line
+    assert "reach only −95.2 % MACs of the wanted −97.0 %" in err

@@ -176,6 +176,8 @@ def test_an_infeasible_match_pairs_with_the_nearest_feasible_control_and_says_so
     assert "nearest feasible control at −83.0 % MACs" in cell(h.paired["random"], 100)
     near = control("random", seed=0, achieved=0.851, target=control_target(m))  # within 1 pt
     assert pair(m, [asked, near], "random").control is near
+    lowered = control("random", seed=0, achieved=0.83, target=0.83, config={"matched_to": 0.86})
+    assert pair(m, [lowered], "random").status == "nearest feasible"  # the command's note
 
 
 def test_the_scratch_control_pairs_by_architecture_and_total_training():
