@@ -51,8 +51,9 @@ def trusted_speedup(row: Row, rows: list[Row]) -> str:
         if own and abs(statistics.fmean(own) - 1) > SPEEDUP_DENSE_TOLERANCE:
             return "—†"
     value = statistics.fmean(lat["speedup"] for lat in lats)
-    iqr = statistics.fmean(lat["speedup_iqr"] for lat in lats)
-    return f"{value:.2f}× (IQR {iqr:.2f})"
+    q1 = statistics.fmean(lat["speedup_iqr"][0] for lat in lats)
+    q3 = statistics.fmean(lat["speedup_iqr"][1] for lat in lats)
+    return f"{value:.2f}× (IQR {q1:.2f}–{q3:.2f})"
 
 
 def _macs_cell(row: Row) -> str:

@@ -354,11 +354,11 @@ def test_speed_up_is_shown_only_with_a_spread_and_a_sane_dense_check():
     (rows,) = aggregate([rec(seed=0)]).values()
     assert trusted_speedup(rows[0], rows) == "—†"  # no spread recorded
     good = rec(seed=0)
-    good["latency"] |= {"speedup_iqr": 0.05, "trustworthy": True}
+    good["latency"] |= {"speedup_iqr": [1.9, 2.1], "trustworthy": True}
     dense = rec(method="dense", seed=0, widths={}, top1=0.75)
-    dense["latency"] |= {"speedup": 1.04, "speedup_iqr": 0.02, "trustworthy": True}
+    dense["latency"] |= {"speedup": 1.04, "speedup_iqr": [1.0, 1.06], "trustworthy": True}
     (rows,) = aggregate([good, dense]).values()
-    assert trusted_speedup(rows[1], rows) == "2.00× (IQR 0.05)"
+    assert trusted_speedup(rows[1], rows) == "2.00× (IQR 1.90–2.10)"
     dense["latency"]["speedup"] = 3.9  # the dense model "faster" than itself: timing noise
     (rows,) = aggregate([good, dense]).values()
     assert trusted_speedup(rows[1], rows) == "—†"
