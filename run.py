@@ -3,7 +3,7 @@
 Exit status: 0 — the point ran, or was skipped because its valid record exists; 2 — bad input
 (one ``error:`` line; nothing written); 3 — the run failed (a ``failed`` record says at which
 stage and why). In a multirun (``-m``) a failed point does not stop the sweep: the others run,
-and the sweep exits 3 at the end if any failed (``prunebench.sweep.SweepSummary``).
+and the sweep exits 3 at the end if any failed (``prunebench.running.sweep.SweepSummary``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from prunebench.errors import PrunebenchError
-from prunebench.pipeline import Pipeline
-from prunebench.sweep import write_outcome
+from prunebench.running.pipeline import Pipeline
+from prunebench.running.sweep import write_outcome
 
 EXIT_BAD_INPUT, EXIT_RUN_FAILED = 2, 3
 

@@ -9,7 +9,7 @@ and PSMNet at 256×512, maxdisp 192 (the stereo task's builder: its row appears 
 its aux head — not a §4 row: 168,731,205,888 MACs, 39,638,869 params.
 
 "off" is counted − reference where the table states an exact figure, and 0 when the count rounds
-to a rounded reference ("40.55 M"). The counter is ``prunebench.measure.count_macs``, which *is*
+to a rounded reference ("40.55 M"). The counter is ``prunebench.surgery.measure.count_macs``, which *is*
 ``FlopCounterMode`` (aten-level FLOPs ÷ 2); the cross-check is an independent count by forward
 hooks on every conv (2D/3D, transposed per input voxel) and linear layer, from their shapes.
 Where the two differ the row says why (an aten matmul outside conv/linear modules, which the
@@ -32,7 +32,7 @@ from _common import optional_task, task_from_conf, write_json
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunebench.measure import count_macs, count_params
+from prunebench.surgery.measure import count_macs, count_params
 
 # row → (reference MACs, MACs unit it is rounded to (1: exact), reference params, params unit,
 #        params convention)

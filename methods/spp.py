@@ -4,7 +4,7 @@ Verified against the authors' Caffe code (``PP_Col``, see ``shared/papers.md``);
 implementation is our own.
 
 The unit is a *column* of a conv's im2col weight matrix: ``W[:, c, i, j]``, one input position
-across every filter (``prunebench.columns``). Each column has a pruning probability ``p`` (0 at
+across every filter (``prunebench.surgery.columns``). Each column has a pruning probability ``p`` (0 at
 the start). Training from the baseline (the during-training shape):
 
 * every ``prune_interval`` iterations, per layer: the score ``h ← score_decay·h + Σ|W|`` (L1 over
@@ -26,7 +26,7 @@ the start). Training from the baseline (the during-training shape):
 
 Per-layer targets (``allocation``): ``paper`` sets ``R_l`` = ``target.macs_reduction`` in every
 pruned conv (each conv's MACs speed-up is 1/(1 − R), the paper's 2×/4× convention);
-``uniform`` (default) asks the shared solver (``prunebench.target``, uniform allocation over
+``uniform`` (default) asks the shared solver (``prunebench.surgery.target``, uniform allocation over
 column L1 at the start) for the per-layer column counts that remove ``target.macs_reduction`` of
 the *whole* network's MACs, protected layers and channels that lose every column included.
 
@@ -45,7 +45,7 @@ Deviations and unverified choices (named options):
 * Layers: every conv that is not protected (``Structure.kernel_layers``: groups = 1, 2D or 3D);
   1×1 convs included (a column is then one input channel).
 * Input channels left with no column are removed with their producers when those are prunable
-  (``prunebench.resolve``); the slimmed conv computes over its kept columns only.
+  (``prunebench.surgery.resolve``); the slimmed conv computes over its kept columns only.
 """
 
 from __future__ import annotations

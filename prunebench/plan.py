@@ -2,7 +2,7 @@
 
 Methods return plans; the core applies them (masks while training, physical slimming at the end).
 Entries are keyed by the name of the layer whose output channels form a coupled group (see
-``prunebench.structure``).
+``prunebench.surgery.structure``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class PlanEntry:
         kind: the unit: ``"filter"`` (output channels of a group root, with everything coupled
             to them), ``"kernel"`` (``W[n, c]`` of one conv; index ``n·C_in + c``) or
             ``"column"`` (``W[:, c, i, j…]`` of one conv, every filter's weight at one input
-            position; index ``c·kh·kw + i·kw + j``, see ``prunebench.columns``).
+            position; index ``c·kh·kw + i·kw + j``, see ``prunebench.surgery.columns``).
         size: number of units before pruning.
         keep: indices kept, ascending.
         shape: ``[C_out, C_in]`` for kernel entries, ``[C_in, k…]`` for column entries.

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from prunebench.checkpoint import load_with_task
 from prunebench.errors import PrunebenchError
-from prunebench.export import OPSET, OrtModule, export_onnx, parity
-from prunebench.measure import measure_latency_paired
+from prunebench.surgery.checkpoint import load_with_task
+from prunebench.surgery.export import OPSET, OrtModule, export_onnx, parity
+from prunebench.surgery.measure import measure_latency_paired
 
 
 def checkpoint_path(arg: str) -> Path:

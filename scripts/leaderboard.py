@@ -10,10 +10,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from prunebench.claims import load_claims
-from prunebench.leaderboard import aggregate, failed_runs, load_records, render_markdown
-from prunebench.plots import plot_task
-from prunebench.records import write_atomic
+from prunebench.reporting.claims import load_claims
+from prunebench.reporting.leaderboard import aggregate, failed_runs, load_records, render_markdown
+from prunebench.reporting.plots import plot_task
+from prunebench.reporting.records import write_atomic
 
 
 def log_wandb(tables, runs_dir: str) -> str:

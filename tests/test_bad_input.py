@@ -13,7 +13,7 @@ import torch
 from hydra.errors import HydraException
 
 from prunebench.errors import PrunebenchError
-from prunebench.pipeline import Pipeline
+from prunebench.running.pipeline import Pipeline
 from tests.conftest import make_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

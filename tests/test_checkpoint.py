@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from methods.magnitude import Magnitude
-from prunebench.checkpoint import CheckpointError, load, read_checkpoint, save_compressed
-from prunebench.export import OrtModule, export_onnx, parity
 from prunebench.method import CompressContext
-from prunebench.pipeline import Pipeline
 from prunebench.plan import Plan
-from prunebench.slim import slim
+from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.checkpoint import CheckpointError, load, read_checkpoint, save_compressed
+from prunebench.surgery.export import OrtModule, export_onnx, parity
+from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
 from tests.conftest import ROOT, make_cfg
 

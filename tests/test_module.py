@@ -2,7 +2,7 @@
 
 import pytest
 
-from prunebench.module import warmup_then_steps
+from prunebench.running.module import warmup_then_steps
 
 
 def test_warmup_then_steps_hand_values() -> None:

@@ -17,13 +17,13 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from methods.magnitude import Magnitude
-from prunebench.checkpoint import load
 from prunebench.errors import ConfigError
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
-from prunebench.pipeline import Pipeline
-from prunebench.slim import slim
+from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.checkpoint import load
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs, count_params
+from prunebench.surgery.slim import slim
 from tasks.segmentation.disk import disk_readers
 from tasks.segmentation.embedded import make_scenes
 from tests.conftest import ROOT, make_cfg
@@ -183,7 +183,7 @@ def test_masked_equals_slimmed_through_the_aspp_concat(arch):
 
 
 def test_poly_schedule_and_backbone_lr_multiplier():
-    from prunebench.module import lr_groups, warmup_then_poly
+    from prunebench.running.module import lr_groups, warmup_then_poly
 
     f = warmup_then_poly(0, 0.1, 100, 0.9)
     assert f(0) == 1.0 and f(50) == pytest.approx(0.5**0.9) and f(100) == 0.0

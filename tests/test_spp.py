@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.spp import SPP, SPPHooks, delta
-from prunebench.columns import ColumnConv
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs
 from prunebench.method import CompressContext
 from prunebench.plan import Plan, PlanEntry
-from prunebench.slim import slim
+from prunebench.surgery.columns import ColumnConv
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.slim import slim
 from tests.conftest import conv3d_stack
 
 A, U = 0.05, 0.25

@@ -16,18 +16,18 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from PIL import Image
 
+from methods.cap_compensation import patch_vectors
 from methods.magnitude import Magnitude
-from prunebench.bypass import Bypassed, make_bypass
-from prunebench.checkpoint import load
-from prunebench.compensation import patch_vectors
 from prunebench.errors import ConfigError
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
-from prunebench.module import make_optimizer
-from prunebench.pipeline import Pipeline
-from prunebench.slim import slim
-from tasks.base import OptimSpec
+from prunebench.running.module import make_optimizer
+from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.bypass import Bypassed, make_bypass
+from prunebench.surgery.checkpoint import load
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs, count_params
+from prunebench.surgery.slim import slim
+from prunebench.task import OptimSpec
 from tasks.stereo.data import window
 from tasks.stereo.disk import kitti2015_lists, sceneflow_lists
 from tasks.stereo.embedded import motorcycle, render_pair

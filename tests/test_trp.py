@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from methods.trp import TRP, TRPHooks
-from prunebench.lowrank import (
+from prunebench.method import CompressContext
+from prunebench.surgery.lowrank import (
     SCHEMES,
     as_matrix,
     decompose,
@@ -20,10 +21,9 @@ from prunebench.lowrank import (
     macs_fraction_num_den,
     project,
 )
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs
-from prunebench.method import CompressContext
-from prunebench.slim import slim
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.slim import slim
 
 
 def _matrix_with_spectrum(s: list[float], rows: int, cols: int, seed: int = 0) -> torch.Tensor:

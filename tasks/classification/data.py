@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from prunebench.sampling import EpochRandomSampler
+from prunebench.running.sampling import EpochRandomSampler
 
 
 class ImageTensorDataset(Dataset):

@@ -21,7 +21,7 @@ import torchvision
 from torch import nn
 
 from prunebench.errors import ConfigError
-from tasks.base import Task
+from prunebench.task import Task
 from tasks.classification.data import ClassificationData, ImageTensorDataset
 from tasks.classification.imagefolder import imagefolder_splits
 from tasks.classification.task import embedded_splits
@@ -40,7 +40,7 @@ class ImageNetClassification(Task):
     Args:
         name: config name.
         arch: ``resnet18`` or ``resnet50``.
-        recipe: stage → optimiser recipe (``tasks.base.OptimSpec``).
+        recipe: stage → optimiser recipe (``prunebench.task.OptimSpec``).
         num_classes: 1000.
         input_size: the stated input (224) for MACs, latency and the disk transforms.
         pretrained: a local torchvision state-dict file, ``torch_home`` to take

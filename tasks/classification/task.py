@@ -9,7 +9,7 @@ import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
-from tasks.base import Task
+from prunebench.task import Task
 from tasks.classification.cifar_disk import load_cifar10, split_train_val
 from tasks.classification.data import ClassificationData, ImageTensorDataset, cap
 from tasks.classification.embedded import make_shapes
@@ -29,7 +29,7 @@ class CifarClassification(Task):
         depth: 20 or 56 (any 6n+2).
         shortcut: ``"A"`` (default, He et al.) or ``"B"``.
         num_classes: 10.
-        recipe: stage → optimiser recipe (see ``tasks.base.OptimSpec``).
+        recipe: stage → optimiser recipe (see ``prunebench.task.OptimSpec``).
     """
 
     metric = "top1"

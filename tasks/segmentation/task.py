@@ -16,7 +16,7 @@ import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
-from tasks.base import Task
+from prunebench.task import Task
 from tasks.segmentation.data import (
     IGNORE,
     IMAGENET_MEAN,
@@ -59,7 +59,7 @@ class Segmentation(Task):
         arch: ``deeplabv3`` or ``deeplabv3plus``.
         encoder: ``resnet18|34|50|101``.
         output_stride: 8 or 16.
-        recipe: stage → optimiser recipe (``tasks.base.OptimSpec``).
+        recipe: stage → optimiser recipe (``prunebench.task.OptimSpec``).
         aspp_separable: depth-wise separable ASPP convs (False: plain convs, the pruning core's
             common case).
         atrous_rates: the ASPP's three dilations.

@@ -35,7 +35,7 @@ import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
-from tasks.base import Task
+from prunebench.task import Task
 from tasks.classification.data import ClassificationData
 from tasks.stereo.data import ArrayStereo, FileStereo
 from tasks.stereo.disk import hold_out, kitti2015_lists, sceneflow_lists
@@ -56,7 +56,7 @@ class StereoTask(Task):
     Args:
         name: config name.
         dataset: ``sceneflow`` or ``kitti2015`` (the disk layout; the embedded set is shared).
-        recipe: stage → optimiser recipe (``tasks.base.OptimSpec``; Adam for PSMNet).
+        recipe: stage → optimiser recipe (``prunebench.task.OptimSpec``; Adam for PSMNet).
         maxdisp, width, spp_pools, input_size: the paper model and crop (see the module
             docstring for the tier overrides).
         tier: the budget's name (``${budget.name}``); picks a ``cpu``/``smoke`` model override.

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from prunebench.records import write_atomic
+from prunebench.reporting.records import write_atomic
 
 OUTCOME_FILE = "outcome.json"
 OUTCOMES = ("ran", "skipped", "failed")

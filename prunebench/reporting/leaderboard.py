@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunebench.claims import claims_for, macs_reduction
 from prunebench.errors import RecordError
-from prunebench.records import read_record
-from prunebench.report import metric_scale
+from prunebench.reporting.claims import claims_for, macs_reduction
+from prunebench.reporting.records import read_record
+from prunebench.reporting.report import metric_scale
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The record of one point, assembled from its pipeline: the fields known before anything runs
 (:func:`identity`), the record of a run that failed (:func:`failed`) and of one that finished
 (:func:`completed`: the measurements, the deployable checkpoint, the DDP ranks' agreement). The
-schema is ``prunebench.records``; the pipeline runs the stages and writes what this returns."""
+schema is ``prunebench.reporting.records``; the pipeline runs the stages and writes what this returns."""
 
 from __future__ import annotations
 
@@ -13,25 +13,26 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from prunebench import distributed, report
-from prunebench.baseline import baseline_key
-from prunebench.checkpoint import save_compressed
 from prunebench.errors import TrainingDiverged
-from prunebench.masks import remove_masks
-from prunebench.measure import count_macs, count_params, latency_entry
 from prunebench.method import Method
 from prunebench.plan import Plan
-from prunebench.provenance import git_commit
-from prunebench.records import SCHEMA_VERSION
-from prunebench.structure import MacModel
-from prunebench.tracking import Tracker
-from prunebench.usage import TrainUsage
-from prunebench.validate import weights_sha256
-from tasks.base import Task
+from prunebench.reporting import report
+from prunebench.reporting.records import SCHEMA_VERSION
+from prunebench.running import distributed
+from prunebench.running.baseline import baseline_key
+from prunebench.running.provenance import git_commit
+from prunebench.running.tracking import Tracker
+from prunebench.running.usage import TrainUsage
+from prunebench.running.validate import weights_sha256
+from prunebench.surgery.checkpoint import save_compressed
+from prunebench.surgery.masks import remove_masks
+from prunebench.surgery.measure import count_macs, count_params, latency_entry
+from prunebench.surgery.structure import MacModel
+from prunebench.task import Task
 
 
 class Pipeline(Protocol):
-    """What a record is assembled from: the run's state (``prunebench.pipeline.Pipeline``)."""
+    """What a record is assembled from: the run's state (``prunebench.running.pipeline.Pipeline``)."""
 
     cfg: dict[str, Any]
     task: Task

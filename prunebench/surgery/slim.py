@@ -1,10 +1,10 @@
 """Physical removal: a plan becomes a smaller model whose tensors really shrink.
 
 Whole filters and channels (stated by the plan or implied by its kernels, see
-``prunebench.resolve``) are removed through Torch-Pruning's dependency graph; kernels that remain
+``prunebench.surgery.resolve``) are removed through Torch-Pruning's dependency graph; kernels that remain
 pruned inside a surviving conv stay as a kernel mask on the slimmed weight, so finetuning cannot
 revive them and the analytic MACs (surviving kernels) can differ from the realised ones. Low-rank
-entries replace a conv by its two-conv factorisation (``prunebench.lowrank``).
+entries replace a conv by its two-conv factorisation (``prunebench.surgery.lowrank``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import copy
 import torch
 from torch import nn
 
-from prunebench.columns import ColumnConv
-from prunebench.lowrank import decompose
-from prunebench.masks import register_kernel_mask, remove_masks
 from prunebench.plan import Plan
-from prunebench.resolve import resolve
-from prunebench.structure import Structure, build_dependency_graph, out_channel_group
+from prunebench.surgery.columns import ColumnConv
+from prunebench.surgery.lowrank import decompose
+from prunebench.surgery.masks import register_kernel_mask, remove_masks
+from prunebench.surgery.resolve import resolve
+from prunebench.surgery.structure import Structure, build_dependency_graph, out_channel_group
 
 
 def slim(

@@ -21,7 +21,7 @@ import torch
 
 from prunebench.errors import ConfigError
 from prunebench.plan import Plan, PlanEntry
-from prunebench.structure import MacModel
+from prunebench.surgery.structure import MacModel
 
 ALLOCATIONS = ("global", "uniform")
 

@@ -23,20 +23,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from prunebench import assemble, distributed, report
-from prunebench.baseline import baseline_key, load_or_train
 from prunebench.errors import ConfigError, PrunebenchError, RecordError
 from prunebench.method import CompressContext, Method, TrainingHooks
-from prunebench.module import KeepBest, PruneModule
-from prunebench.records import file_lock, read_record, write_record
-from prunebench.resume import StageCheckpoint
-from prunebench.slim import slim
-from prunebench.structure import MacModel
-from prunebench.target import validate_target
-from prunebench.tracking import Tracker
-from prunebench.usage import TrainUsage
-from prunebench.validate import check_writable, validate_config
-from tasks.base import Task
+from prunebench.reporting import report
+from prunebench.reporting.records import file_lock, read_record, write_record
+from prunebench.running import assemble, distributed
+from prunebench.running.baseline import baseline_key, load_or_train
+from prunebench.running.module import KeepBest, PruneModule
+from prunebench.running.resume import StageCheckpoint
+from prunebench.running.tracking import Tracker
+from prunebench.running.usage import TrainUsage
+from prunebench.running.validate import check_writable, validate_config
+from prunebench.surgery.slim import slim
+from prunebench.surgery.structure import MacModel
+from prunebench.surgery.target import validate_target
+from prunebench.task import Task
 
 VOLATILE_KEYS = ("paths", "logger", "overwrite", "force")  # do not change a run's numbers
 RESUMABLE_STAGES = ("baseline", "finetune")  # no method state outside Lightning's checkpoint
@@ -139,7 +140,7 @@ class Pipeline:
 
         With ``resume_key`` (a stage in ``RESUMABLE_STAGES``), every epoch ends with a Lightning
         checkpoint under ``runs/resume/<resume_key>/<stage>/`` and a rerun after a kill resumes
-        from it (``prunebench.resume``)."""
+        from it (``prunebench.running.resume``)."""
         if epochs <= 0:
             return
         if stage in self.usage:

@@ -19,10 +19,10 @@ import torch_pruning as tp
 from torch import nn
 
 from prunebench.errors import ConfigError
-from prunebench.lowrank import macs_fraction_num_den
-from prunebench.measure import count_macs
 from prunebench.plan import Plan
-from prunebench.resolve import resolve, resolve_masks
+from prunebench.surgery.lowrank import macs_fraction_num_den
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.resolve import resolve, resolve_masks
 
 
 @dataclass
@@ -167,7 +167,7 @@ class MacModel:
 
     def plan_macs(self, plan: Plan) -> int:
         """Analytic MACs of ``plan``: each conv/linear counts its surviving kernels (removed filters
-        and channels, kernel masks, and what they imply downstream — see ``prunebench.resolve``)."""
+        and channels, kernel masks, and what they imply downstream — see ``prunebench.surgery.resolve``)."""
         return self._macs(resolve(plan, self.structure))
 
     def masks_reduction(

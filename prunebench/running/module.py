@@ -10,8 +10,8 @@ from torch import nn
 
 from prunebench.errors import ConfigError, TrainingDiverged
 from prunebench.method import TrainingHooks
-from prunebench.sampling import epoch_seed
-from tasks.base import OptimSpec, Task
+from prunebench.running.sampling import epoch_seed
+from prunebench.task import OptimSpec, Task
 
 
 class PruneModule(pl.LightningModule):

@@ -1,12 +1,12 @@
 """Bypasses: a lightweight branch added in parallel to a conv, ``y = conv(x) + bypass(x)``.
 
-A layer replacement (like the low-rank and column convs of ``prunebench.slim``): the conv at
+A layer replacement (like the low-rank and column convs of ``prunebench.surgery.slim``): the conv at
 ``name`` becomes a :class:`Bypassed` module holding the conv at ``name.conv`` and the branch at
 ``name.bypass``. Kinds: ``conv1x1`` (a 1×1 conv C_in → C_out), ``dwconv3x3`` (a depth-wise 3×3
 conv on C_in channels, then a 1×1 conv C_in → C_out: a depth-wise conv alone ties each output to
 an input channel, so its outputs could not follow the conv's pruned filters) and ``none``. The branch has the conv's stride and the
 padding that keeps the conv's output size, so the outputs add. Its weights are ordinary
-parameters: the shared counter (``prunebench.measure``) counts its MACs and params, and the
+parameters: the shared counter (``prunebench.surgery.measure``) counts its MACs and params, and the
 dependency graph couples its input channels to the conv's inputs and its output channels to the
 conv's outputs (a sum, as a residual is), so slimming a plan shrinks it with the conv
 (``tests/test_lapp.py`` checks masked ≡ slimmed).

@@ -7,14 +7,14 @@ from typing import Any
 
 from torch import nn
 
-from prunebench.measure import MacCount
+from prunebench.surgery.measure import MacCount
 
 
 def _width(module: nn.Module | None) -> int:
     """Output channels; for a factorised conv (two convs in a Sequential), the last one's."""
     if isinstance(module, nn.Sequential):
         module = module[-1]
-    module = getattr(module, "conv", module)  # a bypassed conv (prunebench.bypass)
+    module = getattr(module, "conv", module)  # a bypassed conv (prunebench.surgery.bypass)
     return int(module.weight.shape[0]) if module is not None and hasattr(module, "weight") else 0
 
 

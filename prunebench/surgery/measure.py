@@ -3,7 +3,7 @@
 MACs are multiply-accumulates of conv and linear layers at batch 1, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (aten-level FLOPs ÷ 2); bias, BN, activations and
 pooling are not counted, and a module called twice counts twice. Count a masked model through its
-slimmed copy (``prunebench.slim.slim``): only surviving structure counts.
+slimmed copy (``prunebench.surgery.slim.slim``): only surviving structure counts.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A filter mask zeroes an output channel on every layer that produces it (conv/lin
 and bias, BN weight and bias), so the masked model computes exactly what the slimmed model does:
 the channel is 0 after BN and contributes nothing downstream. A kernel mask zeroes ``W[n, c]``
 slices of one conv; a column mask zeroes ``W[:, c, i, j…]`` (one input position across every
-filter, see ``prunebench.columns``). A low-rank projection replaces a conv weight by its rank-r
-approximation. Which filters a plan removes is decided by ``prunebench.resolve``.
+filter, see ``prunebench.surgery.columns``). A low-rank projection replaces a conv weight by its rank-r
+approximation. Which filters a plan removes is decided by ``prunebench.surgery.resolve``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunebench.lowrank import as_matrix, from_matrix, svd
 from prunebench.plan import Plan
-from prunebench.resolve import resolve
+from prunebench.surgery.lowrank import as_matrix, from_matrix, svd
+from prunebench.surgery.resolve import resolve
 
 
 class ChannelMask(nn.Module):

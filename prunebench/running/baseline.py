@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunebench.records import file_lock, write_atomic
+from prunebench.reporting.records import file_lock, write_atomic
 
 log = logging.getLogger("prunebench")
 CACHE_FORMAT = 1

@@ -3,7 +3,7 @@
 A checkpoint holds what rebuilds the architecture — the task's config (``_target_`` and its
 arguments) and the plan — plus the slimmed model's weights, masks baked in. Loading builds the
 dense model from the task, slims it with the plan through the same core code that made it
-(``prunebench.slim``: filter removal, kernel masks, column convs, low-rank factors), then loads
+(``prunebench.surgery.slim``: filter removal, kernel masks, column convs, low-rank factors), then loads
 the weights strictly. No training config is needed, and a state dict never has to match an
 architecture by hand.
 
@@ -21,13 +21,13 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from prunebench.bypass import add_bypasses, bypasses
 from prunebench.errors import PrunebenchError
-from prunebench.masks import remove_masks
 from prunebench.plan import Plan
-from prunebench.records import write_atomic
-from prunebench.slim import slim
-from prunebench.structure import Structure
+from prunebench.reporting.records import write_atomic
+from prunebench.surgery.bypass import add_bypasses, bypasses
+from prunebench.surgery.masks import remove_masks
+from prunebench.surgery.slim import slim
+from prunebench.surgery.structure import Structure
 
 FORMAT = "prunebench.compressed"
 VERSION = 1  # the version this code writes and the newest it reads

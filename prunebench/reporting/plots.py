@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from prunebench.leaderboard import Row  # noqa: E402
+from prunebench.reporting.leaderboard import Row  # noqa: E402
 
 MARKERS = "osD^v<>Pp*hX"
 
