@@ -1,6 +1,7 @@
-"""The Task protocol: model, data, loss, metrics and which layers may be pruned.
+"""The Task contract: model, data, loss, metrics and which layers may be pruned.
 
-Nothing in a task knows any method.
+Every task in ``tasks/`` subclasses :class:`Task`; the core calls nothing else of it. Nothing in a
+task knows any method.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torchmetrics
 from torch import nn
+from torch.utils.data import Dataset
 
+from prunebench.data import DataModule, SplitData
 from prunebench.errors import ConfigError
 
 SCHEDULES = ("step", "poly")
+DATA_SOURCES = ("embedded", "disk")  # the run config's data.source
+Splits = tuple[Dataset, Dataset, Dataset]  # train, val, test
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,34 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """A fresh dense model."""
 
+    data_module: type[SplitData] = SplitData  # a subclass may change the loaders' details
+
+    def datamodule(self, data: dict, sizes: dict, seed: int) -> DataModule:
+        """Train/val/test data from the run's ``data`` config.
+
+        Args:
+            data: the ``data`` config: ``source`` (``embedded``: generated in memory, or
+                ``disk``: the real dataset under ``root``) and the loaders' options.
+            sizes: ``train``/``val``/``test`` caps from the budget (None = all; for embedded
+                data, the number generated).
+            seed: the run seed (batch order).
+        """
+        source = data.get("source")
+        if source == "embedded":
+            splits = self.embedded_splits(data, sizes)
+        elif source == "disk":
+            splits = self.disk_splits(data, sizes)
+        else:
+            raise ConfigError(f"data.source={source!r}; choices: {DATA_SOURCES}")
+        return self.data_module.from_config(*splits, self.recipe["baseline"].batch_size, seed, data)
+
     @abstractmethod
-    def datamodule(self, data: dict, sizes: dict, seed: int) -> pl.LightningDataModule:
-        """Train/val/test data; ``sizes`` caps each split (None = all)."""
+    def embedded_splits(self, data: dict, sizes: dict) -> Splits:
+        """Train/val/test datasets generated in memory (seeded by ``data.embedded_seed``)."""
+
+    @abstractmethod
+    def disk_splits(self, data: dict, sizes: dict) -> Splits:
+        """Train/val/test datasets read from ``data.root`` (a clear error if absent)."""
 
     @abstractmethod
     def loss(self, output: torch.Tensor, batch) -> torch.Tensor:

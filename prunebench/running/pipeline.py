@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prunebench.data import DataModule
 from prunebench.errors import ConfigError, PrunebenchError, RecordError
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.reporting import report
@@ -335,7 +336,7 @@ class Pipeline:
         return record
 
     def _stages(self) -> dict[str, Any]:
-        self.dm = self.task.datamodule(self.cfg["data"], self.cfg["budget"]["data"], self.seed)
+        self.dm: DataModule = self.task.datamodule(self.cfg["data"], self.cfg["budget"]["data"], self.seed)
         logger = self.cfg["logger"] if self.rank_zero else {"enabled": False}
         self.tracker = Tracker(logger, self.point_id, self.cfg)
         split = len(self.dm.train_dataloader().dataset)

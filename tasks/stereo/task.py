@@ -35,8 +35,7 @@ import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
-from prunebench.task import Task
-from tasks.classification.data import ClassificationData
+from prunebench.task import Splits, Task
 from tasks.stereo.data import ArrayStereo, FileStereo
 from tasks.stereo.disk import hold_out, kitti2015_lists, sceneflow_lists
 from tasks.stereo.embedded import motorcycle, render_set
@@ -45,7 +44,6 @@ from tasks.stereo.metrics import stereo_loss, stereo_metrics
 from tasks.stereo.psmnet import PAPER_POOLS, PSMNet, check_input
 
 DATASETS = ("sceneflow", "kitti2015")
-SOURCES = ("embedded", "disk")
 EMBEDDED_FULL = {"train": 2000, "val": 200, "test": 400}  # generated when a tier says "all"
 KITTI_EVAL_CROP = (368, 1232)  # PSMNet's bottom-right validation crop (h, w)
 
@@ -164,38 +162,24 @@ class StereoTask(Task):
             out[f"motorcycle/{key}"] = float(metric.compute())
         return out
 
-    def datamodule(self, data: dict, sizes: dict, seed: int) -> ClassificationData:
-        """Build the splits; ``sizes`` caps each (None = all; embedded: the number rendered)."""
-        source = data.get("source")
-        if source == "embedded":
-            s = int(data.get("embedded_seed", 0))
-            h, w = self.input_size
-            train, val, test = (
-                ArrayStereo(
-                    render_set(
-                        sizes[k] if sizes[k] is not None else EMBEDDED_FULL[k],
-                        h,
-                        w,
-                        self.maxdisp,
-                        s + i,
-                    )
+    def embedded_splits(self, data: dict, sizes: dict) -> Splits:
+        """Rendered pairs; ``sizes`` caps each split (None: ``EMBEDDED_FULL``)."""
+        s = int(data.get("embedded_seed", 0))
+        h, w = self.input_size
+        return tuple(
+            ArrayStereo(
+                render_set(
+                    sizes[k] if sizes[k] is not None else EMBEDDED_FULL[k],
+                    h,
+                    w,
+                    self.maxdisp,
+                    s + i,
                 )
-                for i, k in enumerate(("train", "val", "test"))
             )
-        elif source == "disk":
-            train, val, test = self._disk_splits(data, sizes)
-        else:
-            raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
-        return ClassificationData.from_config(
-            train,
-            val,
-            test,
-            self.recipe["baseline"].batch_size,
-            seed,
-            data,
+            for i, k in enumerate(("train", "val", "test"))
         )
 
-    def _disk_splits(self, data: dict, sizes: dict) -> tuple[FileStereo, FileStereo, FileStereo]:
+    def disk_splits(self, data: dict, sizes: dict) -> tuple[FileStereo, FileStereo, FileStereo]:
         if self.dataset == "sceneflow":
             train, test = sceneflow_lists(data.get("root"), self.folders)
             read, mode, crop = read_pfm, "pad16", None
