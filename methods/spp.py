@@ -251,7 +251,7 @@ class SPP(Method):
         reduction = ctx.mac_model.masks_reduction({}, {}, kept)
         if self.allocation == "uniform" and reduction < ctx.macs_reduction - 1e-9:
             plan = ctx.solve_columns(scores, allocation="uniform", alive=kept)
-            now = {n: e.column_mask() for n, e in plan.entries.items()}
+            now = {n: e.mask() for n, e in plan.entries.items()}
             topped = sum(int(kept[n].sum() - now[n].sum()) for n in now)
         else:
             plan = Plan({n: PlanEntry.from_column_mask(k) for n, k in kept.items() if not k.all()})

@@ -63,9 +63,9 @@ def resolve(plan: Plan, structure) -> Resolved:
     filters, kernels, lowrank, columns = {}, {}, {}, {}
     for name, e in plan.entries.items():
         if e.kind == "kernel":
-            kernels[name] = e.kernel_mask()
+            kernels[name] = e.mask()
         elif e.kind == "column":
-            columns[name] = e.column_mask()
+            columns[name] = e.mask()
         elif e.kind == "lowrank":
             lowrank[name] = (e.scheme, len(e.keep))
         else:

@@ -181,29 +181,3 @@ def solve(
         min_keep,
         round_to=round_to,
     )
-
-
-def solve_kernels(
-    scores: dict[str, torch.Tensor],
-    mac_model: MacModel,
-    macs_reduction: float,
-    allocation: str = "global",
-    alive: dict[str, torch.Tensor] | None = None,
-    tolerance: float = 0.01,
-) -> Plan:
-    """Kernel pruning: ``scores`` maps each conv to a (C_out, C_in) score per kernel ``W[n, c]``;
-    ``alive`` holds the kernels not yet pruned (iterative methods)."""
-    return solve_units(scores, "kernel", mac_model, macs_reduction, allocation, tolerance, 1, alive)
-
-
-def solve_columns(
-    scores: dict[str, torch.Tensor],
-    mac_model: MacModel,
-    macs_reduction: float,
-    allocation: str = "uniform",
-    alive: dict[str, torch.Tensor] | None = None,
-    tolerance: float = 0.01,
-) -> Plan:
-    """Column pruning: ``scores`` maps each conv to a (C_in, k…) score per column
-    ``W[:, c, i, j…]``; ``alive`` holds the columns not yet pruned."""
-    return solve_units(scores, "column", mac_model, macs_reduction, allocation, tolerance, 1, alive)
