@@ -1,13 +1,15 @@
-"""The record of one point, assembled from its pipeline: the fields known before anything runs
-(:func:`identity`), the record of a run that failed (:func:`failed`) and of one that finished
-(:func:`completed`: the measurements, the deployable checkpoint, the DDP ranks' agreement). The
-schema is ``prunebench.reporting.records``; the pipeline runs the stages and writes what this returns."""
+"""The record of one point: the fields known before anything runs (:func:`identity`), the
+record of a run that failed (:func:`failed`) and of one that finished (:func:`completed`), plus
+the record stage's separate jobs — :func:`measure` (MACs, params, latency), :func:`deployable`
+and :func:`save_checkpoint`, :func:`ranks_agree` (DDP). The schema is
+``prunebench.reporting.records``; the pipeline calls these in turn and writes the record."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,8 +22,8 @@ from prunebench.reporting import report
 from prunebench.reporting.records import SCHEMA_VERSION
 from prunebench.running import distributed
 from prunebench.running.baseline import baseline_key
+from prunebench.running.config import Target
 from prunebench.running.provenance import git_commit
-from prunebench.running.tracking import Tracker
 from prunebench.running.usage import TrainUsage
 from prunebench.running.validate import weights_sha256
 from prunebench.surgery.checkpoint import save_compressed
@@ -35,14 +37,13 @@ class Pipeline(Protocol):
     """What a record is assembled from: the run's state (``prunebench.running.pipeline.Pipeline``)."""
 
     cfg: dict[str, Any]
+    target: Target
     task: Task
     method: Method
     seed: int
     point_id: str
     stage: str
     stage_seconds: dict[str, float]
-    rank_zero: bool
-    tracker: Tracker
     usage: dict[str, TrainUsage]
     val_passes: int
 
@@ -64,9 +65,7 @@ def identity(p: Pipeline) -> dict[str, Any]:
         "seed": p.seed,
         "budget": p.cfg["budget"]["name"],
         "data_source": p.cfg["data"]["source"],
-        "target_macs_reduction": (
-            float(p.cfg["target"]["macs_reduction"]) if p.method.uses_target else None
-        ),
+        "target_macs_reduction": (p.target.macs_reduction if p.method.uses_target else None),
         "metric": f"test/{p.task.metric}",
         "higher_is_better": p.task.higher_is_better,
         "stage_seconds": p.stage_seconds,
@@ -116,52 +115,88 @@ def ranks_agree(compressed: nn.Module, plan: Plan) -> list[str]:
     return digests
 
 
-def completed(
-    p: Pipeline,
+@dataclass
+class Measurements:
+    """What the record says about the baseline and the compressed model's cost."""
+
+    macs_dense: int
+    macs_analytic: int  # counts surviving kernels (what the plan removes)
+    macs_realised: int  # what the slimmed model computes (kernel-masked convs stay dense)
+    params_dense: int
+    params_compressed: int
+    latency: dict[str, Any] | None
+    layer_rows: list
+
+    @property
+    def achieved_macs_reduction(self) -> float:
+        return 1 - self.macs_analytic / self.macs_dense
+
+
+def measure(
+    task: Task,
     baseline: nn.Module,
-    compressed: nn.Module,
+    masked: nn.Module,
+    deployed: nn.Module,
     plan: Plan,
     mac_model: MacModel,
-    info: dict[str, Any],
-    test: dict[str, float],
-) -> dict[str, Any]:
-    """The ``ok`` record: measures the baseline and the compressed model (MACs analytic and
-    realised, params, latency), saves the deployable checkpoint, checks that the DDP ranks agree;
-    on a rank other than 0 only the check runs."""
-    example = p.task.example_input()
-    macs_dense, macs_comp = count_macs(baseline, example), count_macs(compressed, example)
-    compressed = remove_masks(copy.deepcopy(compressed), bake=True)  # as deployed
-    ranks = ranks_agree(compressed, plan)
-    if not p.rank_zero:  # rank 0 alone measures and writes; this rank's part is done
-        return {"status": "ok", "metric": f"test/{p.task.metric}", "test": test}
-    checkpoint = save_compressed(
+    latency: dict[str, Any],
+) -> Measurements:
+    """MACs (analytic and realised), params, latency (``budget.latency``) and per-layer rows of
+    the baseline and the compressed model (``masked`` as trained, ``deployed`` with masks
+    baked). Analytic and realised MACs agree for filter plans."""
+    example = task.example_input()
+    macs_dense, macs_comp = count_macs(baseline, example), count_macs(masked, example)
+    lat = None
+    if latency.get("batch"):
+        batch = task.example_input(int(latency["batch"]))
+        lat = latency_entry(baseline, deployed, batch, latency["repeats"], latency["warmup"])
+    return Measurements(
+        macs_dense=macs_dense.total,
+        macs_analytic=mac_model.plan_macs(plan),
+        macs_realised=macs_comp.total,
+        params_dense=count_params(baseline),
+        params_compressed=count_params(deployed),
+        latency=lat,
+        layer_rows=report.layer_rows(baseline, deployed, macs_dense, macs_comp),
+    )
+
+
+def deployable(compressed: nn.Module) -> nn.Module:
+    """A copy of ``compressed`` as deployed: masks baked into plain weights."""
+    return remove_masks(copy.deepcopy(compressed), bake=True)
+
+
+def save_checkpoint(p: Pipeline, plan: Plan, deployed: nn.Module) -> Path:
+    """The deployable checkpoint under ``runs/checkpoints/<task>/<point>.pt``."""
+    return save_compressed(
         Path(p.cfg["paths"]["runs_dir"]) / "checkpoints" / p.task.name / f"{p.point_id}.pt",
         p.cfg["task"],
         plan,
-        compressed,
+        deployed,
         {
             "method": p.cfg["method"]["name"],
             "hparams": p.method.hparams(),
             "seed": p.seed,
         },
     )
-    lat = p.cfg["budget"]["latency"]
-    latency = None
-    if lat.get("batch"):
-        batch = p.task.example_input(int(lat["batch"]))
-        latency = latency_entry(baseline, compressed, batch, lat["repeats"], lat["warmup"])
-    rows = report.layer_rows(baseline, compressed, macs_dense, macs_comp)
-    p.tracker.log_layers(rows)
-    # Analytic MACs count surviving kernels; realised MACs are what the slimmed model computes
-    # (kernel-masked convs stay dense). They agree for filter plans.
-    macs_analytic = mac_model.plan_macs(plan)
-    achieved = 1 - macs_analytic / macs_dense.total
-    summary = {**test, "macs_reduction": achieved, "macs": macs_analytic}
+
+
+def completed(
+    p: Pipeline,
+    m: Measurements,
+    plan: Plan,
+    info: dict[str, Any],
+    test: dict[str, float],
+    checkpoint: Path,
+    ranks: list[str],
+    wandb: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The ``ok`` record from what the stages produced and measured."""
     return {
         **identity(p),
         "status": "ok",
         "failure_reason": None,
-        "achieved_macs_reduction": achieved,
+        "achieved_macs_reduction": m.achieved_macs_reduction,
         "baseline": {
             "hash": info["hash"],
             "recipe_hash": baseline_key(p.cfg, with_seed=False),
@@ -172,12 +207,12 @@ def completed(
         },
         "test": test,
         "macs": {
-            "dense": macs_dense.total,
-            "compressed": macs_analytic,
-            "realised": macs_comp.total,
+            "dense": m.macs_dense,
+            "compressed": m.macs_analytic,
+            "realised": m.macs_realised,
         },
-        "params": {"dense": count_params(baseline), "compressed": count_params(compressed)},
-        "latency": latency,
+        "params": {"dense": m.params_dense, "compressed": m.params_compressed},
+        "latency": m.latency,
         "plan_widths": plan.widths(),
         "train_samples": {
             "split": p.usage["compress"].split,
@@ -192,5 +227,5 @@ def completed(
             if len(ranks) > 1
             else {}
         ),
-        "wandb": p.tracker.finish(summary),
+        "wandb": wandb,
     }
