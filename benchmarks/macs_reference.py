@@ -1,4 +1,4 @@
-"""Does the MACs counter reproduce DESIGN.md §4's reference table? Counted vs reference, per row.
+"""Does the MACs counter reproduce the reference table of docs/architecture.md? Counted vs reference, per row.
 
 Every row the project's tasks build: CIFAR ResNet-20/56 with option A and B shortcuts (the
 classification task's builder), torchvision ResNet-18/50 at 224 (the ImageNet task's builder),
@@ -163,7 +163,7 @@ def count_row(name: str, model: nn.Module, args: tuple) -> dict:
     }
     ref = REFERENCE.get(name.split(" [")[0])
     if ref is None:
-        row["status"] = "no reference in DESIGN.md §4 (counted only)"
+        row["status"] = "no reference in docs/architecture.md (counted only)"
         row["params"] = count_params(model)
         return row
     macs_ref, macs_unit, params_ref, params_unit, convention = ref

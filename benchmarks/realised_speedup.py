@@ -1,7 +1,7 @@
 """Does a method's MACs reduction become a CPU speed-up? Theoretical vs measured, per method.
 
 For each method at −50 % MACs (``--reduction``) on CIFAR ResNet-56 (32×32) and torchvision
-ResNet-50 (224×224): the theoretical speed-up (dense MACs / the plan's MACs, DESIGN.md §4) and the
+ResNet-50 (224×224): the theoretical speed-up (dense MACs / the plan's MACs, docs/architecture.md) and the
 measured one (dense latency / slimmed latency, CPU, ``torch.set_num_threads(--threads)``, warm-up,
 median of ``--repeats``; every model of one (network, batch) timed interleaved in one
 ``measure_latency_paired`` call, so they share the machine's state), and their ratio (the

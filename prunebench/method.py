@@ -1,7 +1,7 @@
 """The Method protocol: a method decides *what* to keep; the core does everything else.
 
 ``Method.compress(ctx)`` is the one entry point, whatever the shape of the algorithm
-(DESIGN.md §1). The pipeline always calls it on the starting model and then slims, finetunes and
+(docs/architecture.md). The pipeline always calls it on the starting model and then slims, finetunes and
 evaluates what it returns; it never asks which shape a method has.
 
 * **One-shot after training** (magnitude, random, CaP): score the units of ``ctx.structure``, call

@@ -1,7 +1,7 @@
 """Export a compressed run to ONNX, check onnxruntime against PyTorch, and time both on CPU.
 
     python scripts/export.py runs/checkpoints/<task>/<point>.pt --onnx out.onnx
-    python scripts/export.py results/records/<task>/<point>.json --onnx out.onnx   # the record's checkpoint
+    python scripts/export.py runs/results/records/<task>/<point>.json --onnx out.onnx   # the record's checkpoint
 
 Prints the opset, the parity on the task's example input (batch 2), and the median latency of
 PyTorch and onnxruntime at each ``--batch`` (interleaved, after warm-up); ``--json`` writes them.

@@ -1,4 +1,4 @@
-"""The MAC/param counter reproduces DESIGN.md §4's reference table exactly."""
+"""The MAC/param counter reproduces the reference table of docs/architecture.md exactly."""
 
 from __future__ import annotations
 

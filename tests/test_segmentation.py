@@ -58,7 +58,7 @@ def test_params_and_macs_equal_torchvision_deeplabv3_r50():
         x = torch.zeros(1, 3, 520, 520)
         macs = count_macs(model.to("meta"), x).total
         assert macs == count_macs(_Out(tv).to("meta"), x).total == 168_731_205_888
-        # ... and torchvision's with its FCN aux head reproduces DESIGN.md §4 (178.72 G).
+        # ... and torchvision's with its FCN aux head reproduces the reference table (178.72 G).
         aux = torchvision.models.segmentation.deeplabv3_resnet50(
             weights=None, weights_backbone=None, aux_loss=True, num_classes=21
         )

@@ -45,7 +45,7 @@ def _task(stem: str = "stereo_psmnet_sceneflow", **over):
 
 
 def test_paper_model_macs_and_params():
-    # 256×512, maxdisp 192, DESIGN.md §4: the shared extractor counted twice (it runs on both
+    # 256×512, maxdisp 192, the reference table: the shared extractor counted twice (it runs on both
     # views), transposed 3D convs per input voxel, cost volume / upsampling / soft-argmin not
     # counted. Shapes only: the count runs on the meta device (no arithmetic, ~2 s).
     task = _task()

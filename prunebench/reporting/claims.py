@@ -1,7 +1,7 @@
 """The papers' claims (``results/claims.yaml``): schema, loading, and conversion to our MACs.
 
 A claim's reduction is in the paper's own quantity and convention; :func:`macs_reduction`
-converts it to the fraction of MACs removed in our convention (DESIGN.md §4) and says how, or
+converts it to the fraction of MACs removed in our convention (docs/architecture.md) and says how, or
 says why it cannot (a params, time or data figure is not a MACs figure).
 """
 

@@ -1,4 +1,4 @@
-"""MACs, parameters and latency, under one convention (DESIGN.md §4).
+"""MACs, parameters and latency, under one convention (docs/architecture.md).
 
 MACs are multiply-accumulates of conv and linear layers at batch 1, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (aten-level FLOPs ÷ 2); bias, BN, activations and

@@ -17,7 +17,7 @@ Three choices of ours, all mathematically neutral for the paper configuration:
   core (MAC counting, Torch-Pruning's tracing, latency, ONNX export) sees a one-input model;
 * the feature extractor runs **once on both views concatenated along the batch** (shared weights,
   identical outputs): the dependency graph sees one node per layer, and the MAC counter counts
-  the extractor twice at batch 1, as DESIGN.md §4 asks;
+  the extractor twice at batch 1, as the MACs convention asks (docs/architecture.md);
 * the cost volume is built functionally (shift, pad, concatenate, stack) rather than by writing
   into a zero tensor; the values are the same (columns left of the shift stay zero).
 

@@ -13,7 +13,7 @@ override — ``input_size`` (the training crop and the MACs/latency input), ``ma
 that block. The override is part of the resolved task config, so every record declares the
 model it measured. Other tiers (``paper``) use the top-level, paper values.
 
-**What may be pruned** (DESIGN.md §2: only channels whose consumers the dependency graph sees):
+**What may be pruned** (docs/architecture.md: only channels whose consumers the dependency graph sees):
 the output channels of convs whose only reader is the next conv — every BasicBlock's ``conv1``,
 the second ``firstconv`` conv, ``lastconv``'s 3×3 conv, ``dres0``/``dres1``'s first 3D conv, each
 hourglass's ``conv1`` and ``conv3`` and each classifier's first 3D conv. Not pruned: the residual
