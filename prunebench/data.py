@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from prunebench.running.sampling import EpochRandomSampler
+from prunebench.sampling import EpochRandomSampler
 
 
 class DataModule(pl.LightningDataModule, ABC):

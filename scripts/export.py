@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from prunebench.errors import PrunebenchError
-from prunebench.surgery.checkpoint import load_with_task
+from prunebench.running.checkpoint import load_with_task
 from prunebench.surgery.export import OPSET, OrtModule, export_onnx, parity
 from prunebench.surgery.measure import measure_latency_paired
 

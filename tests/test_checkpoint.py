@@ -13,8 +13,8 @@ import torch
 from methods.magnitude import Magnitude
 from prunebench.method import CompressContext
 from prunebench.plan import Plan
+from prunebench.running.checkpoint import CheckpointError, load, read_checkpoint, save_compressed
 from prunebench.running.pipeline import Pipeline
-from prunebench.surgery.checkpoint import CheckpointError, load, read_checkpoint, save_compressed
 from prunebench.surgery.export import OrtModule, export_onnx, parity
 from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet

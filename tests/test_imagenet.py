@@ -16,8 +16,8 @@ from PIL import Image
 from methods.magnitude import Magnitude
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext
+from prunebench.running.checkpoint import load
 from prunebench.running.pipeline import Pipeline
-from prunebench.surgery.checkpoint import load
 from prunebench.surgery.masks import apply_masks
 from prunebench.surgery.measure import count_macs, count_params
 from prunebench.surgery.slim import slim

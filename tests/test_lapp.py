@@ -13,9 +13,9 @@ from methods.lapp import LAPP, SoftMacs
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext
 from prunebench.plan import Plan, PlanEntry
+from prunebench.running.checkpoint import load
 from prunebench.running.pipeline import Pipeline
 from prunebench.surgery.bypass import Bypassed, add_bypasses
-from prunebench.surgery.checkpoint import load
 from prunebench.surgery.measure import count_macs, count_params
 from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet

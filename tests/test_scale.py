@@ -18,7 +18,7 @@ def test_ddp_ranks_agree_and_rank_zero_writes_once(tmp_path):
     """KCP (decided once per rank from identical weights) and SPP (masks sampled each step,
     seeded by step) under DDP with 2 processes: both ranks hold the same compressed model."""
     import prunebench
-    from prunebench.surgery.checkpoint import read_checkpoint
+    from prunebench.running.checkpoint import read_checkpoint
 
     one_shot = ("method=kcp", "method.step_reduction=0.5", "method.finetune_epochs_per_step=0")
     for method in (one_shot, ("method=spp",)):

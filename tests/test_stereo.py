@@ -20,10 +20,10 @@ from methods.cap_compensation import patch_vectors
 from methods.magnitude import Magnitude
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext
+from prunebench.running.checkpoint import load
 from prunebench.running.module import make_optimizer
 from prunebench.running.pipeline import Pipeline
 from prunebench.surgery.bypass import Bypassed, make_bypass
-from prunebench.surgery.checkpoint import load
 from prunebench.surgery.masks import apply_masks
 from prunebench.surgery.measure import count_macs, count_params
 from prunebench.surgery.slim import slim

@@ -22,11 +22,11 @@ from prunebench.reporting import report
 from prunebench.reporting.records import SCHEMA_VERSION
 from prunebench.running import distributed
 from prunebench.running.baseline import baseline_key
+from prunebench.running.checkpoint import save_compressed
 from prunebench.running.config import Target
 from prunebench.running.provenance import git_commit
 from prunebench.running.usage import TrainUsage
 from prunebench.running.validate import weights_sha256
-from prunebench.surgery.checkpoint import save_compressed
 from prunebench.surgery.masks import remove_masks
 from prunebench.surgery.measure import count_macs, count_params, latency_entry
 from prunebench.surgery.structure import MacModel

@@ -10,7 +10,7 @@ from torch import nn
 
 from prunebench.errors import ConfigError, TrainingDiverged
 from prunebench.method import TrainingHooks
-from prunebench.running.sampling import epoch_seed
+from prunebench.sampling import epoch_seed
 from prunebench.task import OptimSpec, Task
 
 

@@ -6,7 +6,7 @@ optimiser, scheduler, loop counters, the best epoch kept so far — at the end o
 Rerunning the same command rebuilds the model the same way (the slim structure comes from the
 deterministic baseline and compress stages), passes ``ckpt_path=`` to ``Trainer.fit`` and goes
 on from the next epoch; the batch order and augmentation of epoch k depend on (seed, k) only
-(``prunebench.running.sampling``), so the result equals an uninterrupted run's on the CPU. The folder is
+(``prunebench.sampling``), so the result equals an uninterrupted run's on the CPU. The folder is
 removed when the stage finishes.
 
 ``PRUNEBENCH_KILL_AT=<stage>:<epoch>`` makes the process SIGKILL itself as that epoch starts
