@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from prunebench.running.pipeline import Pipeline
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY
 
 TOY = '''
 from dataclasses import dataclass
@@ -53,12 +53,7 @@ def test_a_method_from_a_temporary_folder_runs_end_to_end(tmp_path, monkeypatch)
             overrides=[
                 f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
                 "method=toy",
-                "budget=smoke",
-                "logger=none",
-                "budget.data.train=64",
-                "budget.data.val=32",
-                "budget.data.test=32",
-                "budget.latency.batch=0",
+                *TINY,
                 f"paths.results_dir={tmp_path / 'results'}",
                 f"paths.runs_dir={tmp_path / 'runs'}",
             ],
