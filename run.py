@@ -3,7 +3,7 @@
 Exit status: 0 — the point ran, or was skipped because its valid record exists; 2 — bad input
 (one ``error:`` line; nothing written); 3 — the run failed (a ``failed`` record says at which
 stage and why). In a multirun (``-m``) a failed point does not stop the sweep: the others run,
-and the sweep exits 3 at the end if any failed (``prunebench.sweep.SweepSummary``). Hydra's own
+and the sweep exits 3 at the end if any failed (``prunebench.running.sweep.SweepSummary``). Hydra's own
 refusals (an unknown task, method or budget, a misspelt key, an override it cannot parse) are bad
 input too: one ``error:`` line and status 2 (``HYDRA_FULL_ERROR=1`` shows Hydra's full report).
 """
@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from prunebench.errors import PrunebenchError
-from prunebench.pipeline import Pipeline
-from prunebench.sweep import write_outcome
+from prunebench.running.pipeline import Pipeline
+from prunebench.running.sweep import write_outcome
 
 EXIT_BAD_INPUT, EXIT_RUN_FAILED = 2, 3
 

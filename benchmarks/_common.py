@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunebench.method import CompressContext
-from prunebench.records import write_atomic
+from prunebench.reporting.records import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE_NOTE = (

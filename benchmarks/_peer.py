@@ -10,7 +10,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from prunebench.measure import count_macs
+from prunebench.surgery.measure import count_macs
 
 
 def tp_magnitude(model: nn.Module, x1: torch.Tensor, reduction: float) -> tuple[nn.Module, int]:

@@ -18,14 +18,14 @@ import time
 
 import torch
 
-from prunebench.compensation import (
+from methods.cap_compensation import (
     InputStats,
     collect_input_stats,
     greedy_rank,
     kernel_numel,
     weight_matrix,
 )
-from prunebench.records import write_atomic
+from prunebench.reporting.records import write_atomic
 from tests.test_slim import _trained_like
 
 

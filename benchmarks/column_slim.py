@@ -6,7 +6,7 @@ the pair-by-pair ratios printed:
 
 * layers: one CIFAR-ResNet-shaped 3×3 conv with half its columns (chosen at random) removed —
   the masked dense conv (``F.conv2d`` with zeroed columns: what the masked model computes) vs
-  :class:`prunebench.columns.ColumnConv` (gather the kept columns from the channels-last input,
+  :class:`prunebench.surgery.columns.ColumnConv` (gather the kept columns from the channels-last input,
   one smaller GEMM) vs the ``F.unfold`` + ``index_select`` + matmul alternative. (Also tried on
   ResNet-20, batch 64, 1 thread: gathering from NCHW then a 1×1 conv, 218 ms; then a batched
   matmul, 273 ms; channels-last gather + one GEMM, 109 ms; dense 66 ms.)
@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunebench.columns import ColumnConv
-from prunebench.masks import apply_masks, remove_masks
-from prunebench.measure import count_macs
 from prunebench.method import CompressContext
-from prunebench.records import write_atomic
-from prunebench.slim import slim
+from prunebench.reporting.records import write_atomic
+from prunebench.surgery.columns import ColumnConv
+from prunebench.surgery.masks import apply_masks, remove_masks
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
 
 

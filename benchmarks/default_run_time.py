@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from prunebench.records import write_atomic
+from prunebench.reporting.records import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 

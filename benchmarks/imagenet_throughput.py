@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from prunebench.records import write_atomic
+from prunebench.reporting.records import write_atomic
 from tasks.classification.imagefolder import imagefolder_splits
 from tasks.classification.imagenet import ARCHS
 

@@ -1,4 +1,4 @@
-"""Does the MACs counter reproduce DESIGN.md §4's reference table? Counted vs reference, per row.
+"""Does the MACs counter reproduce the reference table of docs/architecture.md? Counted vs reference, per row.
 
 Every row the project's tasks build: CIFAR ResNet-20/56 with option A and B shortcuts (the
 classification task's builder), torchvision ResNet-18/50 at 224 (the ImageNet task's builder),
@@ -9,7 +9,7 @@ and PSMNet at 256×512, maxdisp 192 (the stereo task's builder: its row appears 
 its aux head — not a §4 row: 168,731,205,888 MACs, 39,638,869 params.
 
 "off" is counted − reference where the table states an exact figure, and 0 when the count rounds
-to a rounded reference ("40.55 M"). The counter is ``prunebench.measure.count_macs``, which *is*
+to a rounded reference ("40.55 M"). The counter is ``prunebench.surgery.measure.count_macs``, which *is*
 ``FlopCounterMode`` (aten-level FLOPs ÷ 2); the cross-check is an independent count by forward
 hooks on every conv (2D/3D, transposed per input voxel) and linear layer, from their shapes.
 Where the two differ the row says why (an aten matmul outside conv/linear modules, which the
@@ -32,7 +32,7 @@ from _common import optional_task, task_from_conf, write_json
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunebench.measure import count_macs, count_params
+from prunebench.surgery.measure import count_macs, count_params
 
 # row → (reference MACs, MACs unit it is rounded to (1: exact), reference params, params unit,
 #        params convention)
@@ -163,7 +163,7 @@ def count_row(name: str, model: nn.Module, args: tuple) -> dict:
     }
     ref = REFERENCE.get(name.split(" [")[0])
     if ref is None:
-        row["status"] = "no reference in DESIGN.md §4 (counted only)"
+        row["status"] = "no reference in docs/architecture.md (counted only)"
         row["params"] = count_params(model)
         return row
     macs_ref, macs_unit, params_ref, params_unit, convention = ref

@@ -6,7 +6,7 @@ steps alternate (A B A B …) so machine drift hits both; the median of the pair
 printed, and the ratio of means (TRP with period > 1: amortised over whole periods).
 
 LAPP trains a model with bypasses (a 1×1 conv beside every pruned 3×3 conv; in training forwards
-folded into the 3×3 kernel, ``prunebench.bypass``) under its hooks (thresholds in their own
+folded into the 3×3 kernel, ``prunebench.surgery.bypass``) under its hooks (thresholds in their own
 optimiser group, straight-through masks folded into the BNs' γ/β, the MACs term every step). Two
 rows separate the two costs: ``lapp_bypass_only`` (the bypassed model, no hooks) and ``lapp``
 (bypasses + hooks), both against the plain dense step; the hooks' own overhead is their ratio.
@@ -34,7 +34,7 @@ from methods.lapp import LAPP
 from methods.spp import SPP
 from methods.trp import TRP
 from prunebench.method import CompressContext, TrainingHooks
-from prunebench.module import clear_momentum
+from prunebench.running.module import clear_momentum
 from tasks.classification.resnet_cifar import CifarResNet
 
 # name → a function building the method's hooks for a context (methods with training-time hooks)

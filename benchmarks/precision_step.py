@@ -5,7 +5,7 @@ One SGD step (forward, cross-entropy, backward, update) at ``--batch`` on random
 variants run interleaved, one step each per round with the order reversed every other round,
 so every variant sees the same machine state. Per variant: the median step time; per variant
 against fp32: the median and interquartile range of the per-round ratios (fp32 time / variant
-time, > 1 is faster). Whether this CPU multiplies bf16 natively (``prunebench.precision``) is
+time, > 1 is faster). Whether this CPU multiplies bf16 natively (``prunebench.running.precision``) is
 part of the output: without AMX-BF16 / AVX512-BF16 bf16 runs emulated and the ratio says so.
 
     python benchmarks/precision_step.py --rounds 30 --threads 1
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from _common import task_from_conf, write_json
 
-from prunebench.measure import quartiles
-from prunebench.precision import cpu_has_bf16
+from prunebench.running.precision import cpu_has_bf16
+from prunebench.surgery.measure import quartiles
 
 VARIANTS = {  # name: (bf16 autocast, channels_last)
     "fp32": (False, False),

@@ -1,7 +1,7 @@
 """Does a method's MACs reduction become a CPU speed-up? Theoretical vs measured, per method.
 
 For each method at −50 % MACs (``--reduction``) on CIFAR ResNet-56 (32×32) and torchvision
-ResNet-50 (224×224): the theoretical speed-up (dense MACs / the plan's MACs, DESIGN.md §4) and the
+ResNet-50 (224×224): the theoretical speed-up (dense MACs / the plan's MACs, docs/architecture.md) and the
 measured one (dense latency / slimmed latency, CPU, ``torch.set_num_threads(--threads)``, warm-up,
 median of ``--repeats``; every model of one (network, batch) timed interleaved in one
 ``measure_latency_paired`` call, so they share the machine's state), and their ratio (the
@@ -17,7 +17,7 @@ Granularity: magnitude, random, CaP and LAPP remove whole filters (dense kernels
 TRP replaces convs by their low-rank pairs (two dense convs); KCP removes kernels and SPP columns
 inside a conv, which no dense kernel skips — the slimmed KCP model keeps a masked dense conv, and
 its row also shows the *realised* MACs (what slimming could remove: whole channels whose every
-kernel died); SPP's slimmed conv is a gather + GEMM (``prunebench.columns``). Torch-Pruning's own
+kernel died); SPP's slimmed conv is a gather + GEMM (``prunebench.surgery.columns``). Torch-Pruning's own
 ``MagnitudePruner`` (L1, same target by bisection on its ratio) is a peer row: it prunes every
 conv it may, the residual stream included on ResNet-50 (on the option-A CIFAR ResNet its block
 convs only, like ours). Two deployment levers are timed on the magnitude model against the dense
@@ -66,10 +66,10 @@ from methods.magnitude import Magnitude
 from methods.random import Random
 from methods.spp import SPP
 from methods.trp import TRP
-from prunebench.measure import count_macs, measure_latency_paired
 from prunebench.method import CompressContext
-from prunebench.slim import slim
-from prunebench.target import solve
+from prunebench.surgery.measure import count_macs, measure_latency_paired
+from prunebench.surgery.slim import slim
+from prunebench.surgery.target import solve
 
 NETS = {"resnet56": "cifar10_resnet56", "resnet50": "imagenet_resnet50"}
 GRANULARITY = {

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from methods.magnitude import Magnitude
-from prunebench.measure import count_macs
 from prunebench.method import CompressContext
-from prunebench.records import write_atomic
-from prunebench.slim import slim
+from prunebench.reporting.records import write_atomic
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
 
 
@@ -45,7 +45,7 @@ def bench(depth: int, batch: int, pairs: int, reduction: float, engine: str = "t
     macs_d, macs_s = count_macs(dense, x1).total, count_macs(slimmed, x1).total
     x = torch.randn(batch, 3, 32, 32)
     if engine == "ort":  # the same two models, exported and run by onnxruntime
-        from prunebench.export import OrtModule, export_onnx
+        from prunebench.surgery.export import OrtModule, export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             dense = OrtModule(export_onnx(dense, x[:2], Path(tmp) / "dense.onnx"))

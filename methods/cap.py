@@ -7,7 +7,7 @@ No retraining. For the consumer conv of every prunable channel group (CIFAR ResN
 block's ``conv2``, reading ``conv1``'s channels — never the residual stream):
 
 1. **Statistics** — one no-grad pass over ``calib_fraction`` of the *training* split: μ and
-   Σ = E[xxᵀ] − μμᵀ of the consumer's unfolded inputs, float64 (``prunebench.compensation``;
+   Σ = E[xxᵀ] − μμᵀ of the consumer's unfolded inputs, float64 (``methods.cap_compensation``;
    the hooks are removed before anything else runs).
 2. **Ranking** — greedy forward selection of input channels by compensated reconstruction loss
    L(S) = tr(WΣWᵀ) − tr(Bᵀ Σ_SS⁻¹ B), B = Σ_{S·}Wᵀ, with Schur-complement updates; dead channels
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prunebench.compensation import (
+from methods.cap_compensation import (
     collect_input_stats,
     column_mask,
     compensate,

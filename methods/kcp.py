@@ -1,7 +1,7 @@
 """KCP — Kernel Cluster Pruning: Yu, Wu, Chen, "Kernel Cluster Pruning for Dense Labeling Neural
 Networks", 2021 (arXiv 2101.06686). No official code exists.
 
-Verified from the paper's abstract (``shared/papers.md``): the unit is the *kernel* ``W[n, c]``
+Verified from the paper's abstract: the unit is the *kernel* ``W[n, c]``
 (one k×k, or k×k×k, slice of filter n for input channel c); a clustering technique finds each
 layer's least representational kernels; they are removed *iteratively* (prune a step, finetune,
 repeat).
@@ -33,7 +33,7 @@ import torch
 from prunebench.method import CompressContext, Method
 from prunebench.options import option
 from prunebench.plan import Plan
-from prunebench.target import ALLOCATIONS
+from prunebench.surgery.target import ALLOCATIONS
 
 GROUPS = ("input_channel", "layer_kmeans")
 CRITERIA = ("nearest", "farthest")

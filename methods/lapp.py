@@ -39,7 +39,7 @@ below the target; ``squared`` from 0.9, λ = 1, lr 0.002 reached −53.5 % on it
 offset −0.0015). At λ = 5, lr 0.05 a MACs-only proxy collapsed every layer to one filter in 2
 steps.
 * Bypass (``bypass``): ``conv1x1`` (default) | ``dwconv3x3`` | ``none`` beside every pruned
-  k×k conv with k > 1 (the groups' root convs), ``prunebench.bypass``; the bypass's outputs are
+  k×k conv with k > 1 (the groups' root convs), ``prunebench.surgery.bypass``; the bypass's outputs are
   pruned with the conv's filters.
 * Projection (``project``): when the hard masks at the end of the pruning phase miss the target by
   more than 1 % absolute, one global offset δ is added to every t_l, found by bisection (smallest δ
@@ -68,12 +68,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from prunebench.bypass import KINDS, add_bypasses, bypasses
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
-from prunebench.structure import MacModel
+from prunebench.surgery.bypass import KINDS, add_bypasses, bypasses
+from prunebench.surgery.structure import MacModel
 
 IMPORTANCE = ("bn", "l2")
 SCORE_NORMS = ("rank", "max")

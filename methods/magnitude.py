@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from prunebench.method import CompressContext, Method
 from prunebench.options import option
 from prunebench.plan import Plan
-from prunebench.target import ALLOCATIONS
+from prunebench.surgery.target import ALLOCATIONS
 
 
 @dataclass

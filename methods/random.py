@@ -10,7 +10,7 @@ import torch
 from prunebench.method import CompressContext, Method
 from prunebench.options import option
 from prunebench.plan import Plan
-from prunebench.target import ALLOCATIONS
+from prunebench.surgery.target import ALLOCATIONS
 
 
 @dataclass

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prunebench.bypass import KINDS, add_bypasses
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext, Method
 from prunebench.plan import Plan, PlanEntry
+from prunebench.surgery.bypass import KINDS, add_bypasses
 
 
 @dataclass

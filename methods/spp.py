@@ -14,7 +14,7 @@ draw per column, and clears the momentum only once the layer has pruned a column
 Both versions restore the weights at the end of the forward (``restore: forward``).
 
 The unit is a *column* of a conv's im2col weight matrix: ``W[:, c, i, j]``, one input position
-across every filter (``prunebench.columns``). Each column has a pruning probability ``p`` (0 at
+across every filter (``prunebench.surgery.columns``). Each column has a pruning probability ``p`` (0 at
 the start). Training from the baseline (the during-training shape):
 
 * every ``prune_interval`` iterations, per layer: the score ``h ← score_decay·h + Σ|W|`` (L1 over
@@ -31,7 +31,7 @@ the start). Training from the baseline (the during-training shape):
   ``element``, a Bernoulli draw per weight; ``column``, one draw per column). The draw is seeded
   from (seed, global step): the same masks on every DDP rank. With ``restore: forward`` (the
   authors' code) the mask holds for the **forward pass only** and the weights are restored at
-  its end (``prunebench.forward_masks``): the input gradient flows through the unmasked weights;
+  its end (``prunebench.surgery.forward_masks``): the input gradient flows through the unmasked weights;
   the masked weights' gradients are zeroed only once the layer has pruned at least one column;
   weight decay still moves them; their momentum is cleared (``clear_momentum``).
 * a layer whose pruned columns reach its target ``R_l`` has its masks fixed (surviving columns
@@ -39,7 +39,7 @@ the start). Training from the baseline (the during-training shape):
 
 Per-layer targets (``allocation``): ``paper`` sets ``R_l`` = ``target.macs_reduction`` in every
 pruned conv (each conv's MACs speed-up is 1/(1 − R), the paper's 2×/4× convention);
-``uniform`` (default) asks the shared solver (``prunebench.target``, uniform allocation over
+``uniform`` (default) asks the shared solver (``prunebench.surgery.target``, uniform allocation over
 column L1 at the start) for the per-layer column counts that remove ``target.macs_reduction`` of
 the *whole* network's MACs, protected layers and channels that lose every column included.
 
@@ -63,7 +63,7 @@ Deviations and unverified choices (named options):
 * Layers: every conv that is not protected (``Structure.kernel_layers``: groups = 1, 2D or 3D);
   1×1 convs included (a column is then one input channel).
 * Input channels left with no column are removed with their producers when those are prunable
-  (``prunebench.resolve``); the slimmed conv computes over its kept columns only.
+  (``prunebench.surgery.resolve``); the slimmed conv computes over its kept columns only.
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from prunebench.forward_masks import clear_forward_mask, set_forward_mask
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
+from prunebench.surgery.forward_masks import clear_forward_mask, set_forward_mask
 
 ALLOCATIONS = ("uniform", "paper")
 SAMPLINGS = ("element", "column")
@@ -286,7 +286,7 @@ class SPP(Method):
         reduction = ctx.mac_model.masks_reduction({}, {}, kept)
         if self.allocation == "uniform" and reduction < ctx.macs_reduction - 1e-9:
             plan = ctx.solve_columns(scores, allocation="uniform", alive=kept)
-            now = {n: e.column_mask() for n, e in plan.entries.items()}
+            now = {n: e.mask() for n, e in plan.entries.items()}
             topped = sum(int(kept[n].sum() - now[n].sum()) for n in now)
         else:
             plan = Plan({n: PlanEntry.from_column_mask(k) for n, k in kept.items() if not k.all()})

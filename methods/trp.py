@@ -11,7 +11,7 @@ added to W's gradient before the optimiser step. Layers: every non-1×1 conv exc
 with the ``channel`` scheme 3D convs too (ours: W (N, C, kd, kh, kw) as N × (C·kd·kh·kw), so TRP
 reaches PSMNet's cost-volume convs; the paper treats 2D CNNs only).
 
-After training every selected *stride-1* conv is factorised (``prunebench.lowrank``, ``scheme``
+After training every selected *stride-1* conv is factorised (``prunebench.surgery.lowrank``, ``scheme``
 channel = TRP1 or spatial = TRP2) keeping the singular values ≥ ``threshold`` (0.05), with no
 finetuning (``mode: value``, the paper's). ``mode: macs_target`` instead picks one global energy
 threshold by bisection so the MACs reduction meets ``target.macs_reduction`` — ours, so TRP can
@@ -46,10 +46,16 @@ import torch
 from torch import nn
 
 from prunebench.errors import ConfigError
-from prunebench.lowrank import SCHEMES, energy_rank, macs_fraction_num_den, project, singular_values
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
+from prunebench.surgery.lowrank import (
+    SCHEMES,
+    energy_rank,
+    macs_fraction_num_den,
+    project,
+    singular_values,
+)
 
 MODES = ("value", "macs_target")
 # The authors' CIFAR schedule (``--epochs 164 --schedule 81 122``) as shares of the compress stage

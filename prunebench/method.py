@@ -1,7 +1,7 @@
 """The Method protocol: a method decides *what* to keep; the core does everything else.
 
 ``Method.compress(ctx)`` is the one entry point, whatever the shape of the algorithm
-(DESIGN.md §1). The pipeline always calls it on the starting model and then slims, finetunes and
+(docs/architecture.md). The pipeline always calls it on the starting model and then slims, finetunes and
 evaluates what it returns; it never asks which shape a method has.
 
 * **One-shot after training** (magnitude, random, CaP): score the units of ``ctx.structure``, call
@@ -14,7 +14,7 @@ evaluates what it returns; it never asks which shape a method has.
   structure the training found.
 
 A method that adds layers before training (LAPP's bypasses) does it in ``Method.prepare``, through
-the core's layer replacements (``prunebench.bypass``), before the structure is traced, so the
+the core's layer replacements (``prunebench.surgery.bypass``), before the structure is traced, so the
 added layers are counted, slimmed and saved like any other.
 
 A method never slices tensors, counts MACs or owns a training loop.
@@ -30,12 +30,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from prunebench.masks import apply_masks
 from prunebench.options import check_options
 from prunebench.plan import Plan
-from prunebench.resolve import resolve
-from prunebench.structure import MacModel, Structure
-from prunebench.target import solve, solve_units
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.resolve import resolve
+from prunebench.surgery.structure import MacModel, Structure
+from prunebench.surgery.target import solve, solve_units
 
 
 class TrainingHooks:
@@ -164,7 +164,7 @@ class CompressContext:
         )
 
     def solve(self, scores: dict[str, torch.Tensor], allocation: str = "global") -> Plan:
-        """Plan that prunes the lowest scores to hit the target (see ``prunebench.target``),
+        """Plan that prunes the lowest scores to hit the target (see ``prunebench.surgery.target``),
         every group's kept width a multiple of ``round_to`` (``target.round_to``)."""
         return solve(
             scores, self.mac_model, self.macs_reduction, allocation, round_to=self.round_to
@@ -253,7 +253,7 @@ class Method:
 
     def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
         """Replace layers of the starting model before anything is traced (e.g. LAPP's bypasses,
-        ``prunebench.bypass``) and return the prunable layers' names in the result; no-op by
+        ``prunebench.surgery.bypass``) and return the prunable layers' names in the result; no-op by
         default. What it adds is counted in every figure (MACs, params, checkpoint)."""
         return prunable
 

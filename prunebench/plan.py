@@ -2,7 +2,7 @@
 
 Methods return plans; the core applies them (masks while training, physical slimming at the end).
 Entries are keyed by the name of the layer whose output channels form a coupled group (see
-``prunebench.structure``).
+``prunebench.surgery.structure``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class PlanEntry:
         kind: the unit: ``"filter"`` (output channels of a group root, with everything coupled
             to them), ``"kernel"`` (``W[n, c]`` of one conv; index ``n·C_in + c``) or
             ``"column"`` (``W[:, c, i, j…]`` of one conv, every filter's weight at one input
-            position; index ``c·kh·kw + i·kw + j``, see ``prunebench.columns``).
+            position; index ``c·kh·kw + i·kw + j``, see ``prunebench.surgery.columns``).
         size: number of units before pruning.
         keep: indices kept, ascending.
         shape: ``[C_out, C_in]`` for kernel entries, ``[C_in, k…]`` for column entries.
@@ -66,31 +66,22 @@ class PlanEntry:
     @classmethod
     def from_kernel_mask(cls, mask: torch.Tensor) -> PlanEntry:
         """A kernel entry from a bool (C_out, C_in) mask of kept kernels."""
-        return cls(
-            "kernel",
-            mask.numel(),
-            torch.nonzero(mask.flatten()).flatten().tolist(),
-            list(mask.shape),
-        )
+        return cls._from_mask("kernel", mask)
 
     @classmethod
     def from_column_mask(cls, mask: torch.Tensor) -> PlanEntry:
         """A column entry from a bool (C_in, k…) mask of kept columns."""
+        return cls._from_mask("column", mask)
+
+    @classmethod
+    def _from_mask(cls, kind: str, mask: torch.Tensor) -> PlanEntry:
         return cls(
-            "column",
-            mask.numel(),
-            torch.nonzero(mask.flatten()).flatten().tolist(),
-            list(mask.shape),
+            kind, mask.numel(), torch.nonzero(mask.flatten()).flatten().tolist(), list(mask.shape)
         )
 
-    def column_mask(self) -> torch.Tensor:
-        """bool (C_in, k…): True where the column is kept."""
-        mask = torch.zeros(self.size, dtype=torch.bool)
-        mask[self.keep] = True
-        return mask.view(*self.shape)
-
-    def kernel_mask(self) -> torch.Tensor:
-        """bool (C_out, C_in): True where the kernel is kept."""
+    def mask(self) -> torch.Tensor:
+        """A kernel or column entry's bool mask of shape ``shape`` — (C_out, C_in) kernels or
+        (C_in, k…) columns: True where kept."""
         mask = torch.zeros(self.size, dtype=torch.bool)
         mask[self.keep] = True
         return mask.view(*self.shape)

@@ -29,12 +29,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from prunebench.baseline import baseline_key
 from prunebench.errors import ConfigError, RecordError
-from prunebench.leaderboard import current_records, load_records
-from prunebench.matching import CONTROLS, control_specs
 from prunebench.method import CompressContext
-from prunebench.records import read_record
+from prunebench.reporting.leaderboard import current_records, load_records
+from prunebench.reporting.matching import CONTROLS, control_specs
+from prunebench.reporting.records import read_record
+from prunebench.running.baseline import baseline_key
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Export a compressed run to ONNX, check onnxruntime against PyTorch, and time both on CPU.
 
     python scripts/export.py runs/checkpoints/<task>/<point>.pt --onnx out.onnx
-    python scripts/export.py results/records/<task>/<point>.json --onnx out.onnx   # the record's checkpoint
+    python scripts/export.py runs/results/records/<task>/<point>.json --onnx out.onnx   # the record's checkpoint
 
 Prints the opset, the parity on the task's example input (batch 2), and the median latency of
 PyTorch and onnxruntime at each ``--batch`` (interleaved, after warm-up); ``--json`` writes them.
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from prunebench.checkpoint import load_with_task
 from prunebench.errors import PrunebenchError, RecordError
-from prunebench.export import OPSET, OrtModule, export_onnx, parity
-from prunebench.measure import measure_latency_paired
-from prunebench.records import checkpoint_file, read_record
+from prunebench.reporting.records import checkpoint_file, read_record
+from prunebench.running.checkpoint import load_with_task
+from prunebench.surgery.export import OPSET, OrtModule, export_onnx, parity
+from prunebench.surgery.measure import measure_latency_paired
 
 
 def checkpoint_path(arg: str, runs_dir: str | None = None) -> Path:

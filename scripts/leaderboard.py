@@ -20,19 +20,19 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from prunebench.claims import load_claims
 from prunebench.errors import RecordError
-from prunebench.headline import as_dict, headline
-from prunebench.leaderboard import (
+from prunebench.reporting.claims import load_claims
+from prunebench.reporting.headline import as_dict, headline
+from prunebench.reporting.leaderboard import (
     ARCHIVE,
     aggregate,
     failed_runs,
     load_records,
     split_superseded,
 )
-from prunebench.markdown import render_markdown
-from prunebench.plots import method_styles, plot_task
-from prunebench.records import write_atomic
+from prunebench.reporting.markdown import render_markdown
+from prunebench.reporting.plots import method_styles, plot_task
+from prunebench.reporting.records import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "results"

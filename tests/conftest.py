@@ -116,7 +116,7 @@ def start_py(tmp_path: Path, *args: str, **extra_env: str) -> subprocess.Popen:
 
 def records(tmp_path: Path, results: str = "results") -> dict[str, dict]:
     """Every record under ``tmp_path/<results>``, by method (each must be valid)."""
-    from prunebench.records import read_record
+    from prunebench.reporting.records import read_record
 
     out = {}
     for path in (tmp_path / results).rglob("*.json"):

@@ -19,7 +19,7 @@ OVERRIDES = ("target.macs_reduction=0.4", "trainer.precision=32-true", "budget.l
 
 def fingerprint(tmp_path: Path, method: str) -> dict:
     """Run ``method`` at the smoke tier (seed 0) and fingerprint its plan and test metrics."""
-    from prunebench.pipeline import Pipeline
+    from prunebench.running.pipeline import Pipeline
 
     pipe = Pipeline(make_cfg(tmp_path, f"method={method}", *OVERRIDES))
     plans = []

@@ -13,7 +13,7 @@ import torch
 from hydra.errors import HydraException
 
 from prunebench.errors import PrunebenchError
-from prunebench.pipeline import Pipeline
+from prunebench.running.pipeline import Pipeline
 from tests.conftest import make_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ CATALOGUE = [
         ["{garbage}", "not a torchvision resnet18 state dict"],
     ),
     (["paths.results_dir={readonly}"], ["paths.results_dir", "{readonly}"]),
-    # built up front (prunebench.preflight): the model, the data settings, the Trainer, the budget
+    # built up front (prunebench.running.preflight): the model, the data settings, the Trainer, the budget
     (["trainer.devices=0"], ["trainer.devices=0", "-1", "auto"]),
     (["+trainer.strategy=bogus"], ["trainer", "strategy='bogus'"]),
     (["data.num_workers=-1"], ["data.num_workers=-1", "≥ 0"]),
@@ -289,7 +289,7 @@ def test_export_refuses_bad_arguments_and_names_a_missing_checkpoint(tmp_path, c
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --batch 0: must be an integer ≥ 1"
 
-    from prunebench.records import read_record
+    from prunebench.reporting.records import read_record
 
     with_ckpt = next(
         p
@@ -306,7 +306,7 @@ def test_export_refuses_bad_arguments_and_names_a_missing_checkpoint(tmp_path, c
 
 
 def test_atomic_writes_honour_the_umask(tmp_path):
-    from prunebench.records import write_atomic
+    from prunebench.reporting.records import write_atomic
 
     old = os.umask(0o022)
     try:
@@ -320,7 +320,7 @@ def test_atomic_writes_honour_the_umask(tmp_path):
 
 
 def test_relative_checkpoint_is_found_under_runs_dir(tmp_path):
-    from prunebench.records import checkpoint_file
+    from prunebench.reporting.records import checkpoint_file
 
     ckpt = tmp_path / "elsewhere" / "checkpoints" / "t" / "p.pt"
     ckpt.parent.mkdir(parents=True)

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from methods.cap import CaP
-from prunebench.compensation import (
+from methods.cap_compensation import (
     InputStats,
     collect_input_stats,
     compensate,
@@ -20,9 +20,9 @@ from prunebench.compensation import (
     reconstruction_loss,
     restore,
 )
-from prunebench.masks import apply_masks
 from prunebench.method import CompressContext
-from prunebench.slim import slim
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.slim import slim
 from tests.test_slim import _trained_like
 
 
@@ -202,7 +202,7 @@ def test_same_inputs_same_plan_and_floor_mode_needs_no_target(cap_run):
 
 
 def test_pipeline_records_caps_data_use_and_controls_run_without_finetune(cfg_factory):
-    from prunebench.pipeline import Pipeline
+    from prunebench.running.pipeline import Pipeline
 
     rec = Pipeline(cfg_factory("method=cap", "target.macs_reduction=0.3")).run()
     used = rec["train_samples"]
@@ -215,7 +215,7 @@ def test_pipeline_records_caps_data_use_and_controls_run_without_finetune(cfg_fa
 
 
 def test_psd_solve_paths_agree(monkeypatch):
-    from prunebench import compensation
+    from methods import compensation
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 6, dtype=torch.float64, generator=g)

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from methods.magnitude import Magnitude
-from prunebench.checkpoint import CheckpointError, load, read_checkpoint, save_compressed
-from prunebench.export import OrtModule, export_onnx, parity
 from prunebench.method import CompressContext
-from prunebench.pipeline import Pipeline
 from prunebench.plan import Plan
-from prunebench.records import checkpoint_file
-from prunebench.slim import slim
+from prunebench.reporting.records import checkpoint_file
+from prunebench.running.checkpoint import CheckpointError, load, read_checkpoint, save_compressed
+from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.export import OrtModule, export_onnx, parity
+from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
 from tests.conftest import ROOT, make_cfg
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from prunebench.baseline import baseline_key
-from prunebench.headline import headline
-from prunebench.leaderboard import aggregate, load_records
-from prunebench.records import write_record
+from prunebench.reporting.headline import headline
+from prunebench.reporting.leaderboard import aggregate, load_records
+from prunebench.reporting.records import write_record
+from prunebench.running.baseline import baseline_key
 from scripts.controls import main as controls_main
 from tests.conftest import make_cfg
 from tests.test_records import minimal_record

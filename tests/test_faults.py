@@ -9,8 +9,8 @@ import signal
 
 import torch
 
-from prunebench.leaderboard import aggregate, failed_runs
-from prunebench.markdown import render_markdown
+from prunebench.reporting.leaderboard import aggregate, failed_runs
+from prunebench.reporting.markdown import render_markdown
 from tests.conftest import records, run_py, start_py
 
 SUMMARY = re.compile(r"sweep: (\d+) points — (\d+) ran, (\d+) skipped \(.*?\), (\d+) failed")
@@ -81,8 +81,8 @@ def test_two_sweeps_on_one_results_dir_lose_nothing(tmp_path):
 
 
 def test_diverging_run_leaves_a_failed_record_and_the_sweep_goes_on(tmp_path):
-    from prunebench.claims import load_claims
-    from prunebench.records import read_record
+    from prunebench.reporting.claims import load_claims
+    from prunebench.reporting.records import read_record
     from tests.conftest import ROOT
 
     out = run_py(
@@ -115,8 +115,8 @@ def test_a_cut_cache_file_is_rebuilt_and_a_cut_record_is_rerun(cfg_factory, caps
     """What a non-atomic writer killed mid-write would leave: the first half of each file."""
     from pathlib import Path
 
-    from prunebench.pipeline import Pipeline
-    from prunebench.records import read_record
+    from prunebench.reporting.records import read_record
+    from prunebench.running.pipeline import Pipeline
 
     first = Pipeline(cfg_factory("method=dense")).run()
     cache = Path(first["config"]["paths"]["cache_dir"]) / "baselines"

@@ -14,14 +14,14 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from methods.magnitude import Magnitude
-from prunebench.checkpoint import load
 from prunebench.errors import ConfigError
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
-from prunebench.pipeline import Pipeline
-from prunebench.records import checkpoint_file
-from prunebench.slim import slim
+from prunebench.reporting.records import checkpoint_file
+from prunebench.running.checkpoint import load
+from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs, count_params
+from prunebench.surgery.slim import slim
 from tasks.classification.imagefolder import imagefolder_splits
 from tests.conftest import ROOT, make_cfg
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from methods.kcp import KCP, distance_to_centre, kmeans
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs
 from prunebench.method import CompressContext
 from prunebench.plan import Plan, PlanEntry
-from prunebench.slim import slim
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.slim import slim
 from tests.conftest import conv3d_stack
 
 

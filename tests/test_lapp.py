@@ -10,15 +10,15 @@ import torch
 from torch import nn
 
 from methods.lapp import LAPP, SoftMacs
-from prunebench.bypass import Bypassed, add_bypasses
-from prunebench.checkpoint import load
 from prunebench.errors import ConfigError
-from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
-from prunebench.pipeline import Pipeline
 from prunebench.plan import Plan, PlanEntry
-from prunebench.records import checkpoint_file
-from prunebench.slim import slim
+from prunebench.reporting.records import checkpoint_file
+from prunebench.running.checkpoint import load
+from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.bypass import Bypassed, add_bypasses
+from prunebench.surgery.measure import count_macs, count_params
+from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
 
 X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))

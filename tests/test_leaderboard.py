@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prunebench.claims import load_claims, macs_reduction, validate_claims
 from prunebench.errors import RecordError
-from prunebench.leaderboard import aggregate, load_records
-from prunebench.markdown import render_markdown
-from prunebench.plots import pareto_front
-from prunebench.records import write_record
+from prunebench.reporting.claims import load_claims, macs_reduction, validate_claims
+from prunebench.reporting.leaderboard import aggregate, load_records
+from prunebench.reporting.markdown import render_markdown
+from prunebench.reporting.plots import pareto_front
+from prunebench.reporting.records import write_record
 from scripts.leaderboard import main as leaderboard_main
 from tests.test_records import minimal_record
 
@@ -262,7 +262,7 @@ def test_wandb_tables_are_logged_offline(tmp_path):
 
 
 def test_claims_match_the_rows_hyper_parameters():
-    from prunebench.claims import claims_for
+    from prunebench.reporting.claims import claims_for
 
     data = load_claims(CLAIMS)
     assert len(claims_for(data, "trp", "cifar10_resnet20")) == 2
@@ -281,7 +281,7 @@ def test_latency_timed_dense_first_is_flagged():
 
 
 def test_records_without_the_finetune_field_get_it_from_their_stage_times():
-    from prunebench.leaderboard import finetune_epochs
+    from prunebench.reporting.leaderboard import finetune_epochs
 
     old = rec(seed=0, config={"budget": {"finetune_epochs": 4}})
     old.pop("finetune_epochs", None)
@@ -349,7 +349,7 @@ def test_smoke_and_failed_records_stay_out_of_the_tables_unless_asked(tmp_path, 
 
 
 def test_speed_up_is_shown_only_with_a_spread_and_a_sane_dense_check():
-    from prunebench.markdown import trusted_speedup
+    from prunebench.reporting.markdown import trusted_speedup
 
     (rows,) = aggregate([rec(seed=0)]).values()
     assert trusted_speedup(rows[0], rows) == "—†"  # no spread recorded

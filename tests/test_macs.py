@@ -1,4 +1,4 @@
-"""The MAC/param counter reproduces DESIGN.md §4's reference table exactly."""
+"""The MAC/param counter reproduces the reference table of docs/architecture.md exactly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from prunebench.measure import count_macs, count_params, flops_from_macs
+from prunebench.surgery.measure import count_macs, count_params, flops_from_macs
 from tasks.classification.resnet_cifar import CifarResNet
 
 X32 = torch.zeros(1, 3, 32, 32)
@@ -64,7 +64,7 @@ def test_flops_are_twice_macs():
 
 
 def test_paired_latency_interleaves_and_flips_order() -> None:
-    from prunebench.measure import measure_latency_paired
+    from prunebench.surgery.measure import measure_latency_paired
 
     calls: list[str] = []
 

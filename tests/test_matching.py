@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from prunebench.headline import cell, headline, summary_words
-from prunebench.leaderboard import aggregate, split_superseded
-from prunebench.matching import (
+from prunebench.reporting.headline import cell, headline, summary_words
+from prunebench.reporting.leaderboard import aggregate, split_superseded
+from prunebench.reporting.matching import (
     beyond_noise,
     control_specs,
     control_target,
@@ -16,8 +16,8 @@ from prunebench.matching import (
     post_baseline_samples,
     total_samples,
 )
-from prunebench.pipeline import budget_epochs
-from prunebench.usage import TrainUsage
+from prunebench.running.pipeline import budget_epochs
+from prunebench.running.usage import TrainUsage
 from tests.test_records import minimal_record
 
 SPLIT = 5000
@@ -212,7 +212,7 @@ def test_only_the_newest_code_version_of_a_point_is_current():
 def test_finetune_samples_joins_the_point_id_only_when_set(tmp_path):
     from omegaconf import OmegaConf
 
-    from prunebench.pipeline import point_id
+    from prunebench.running.pipeline import point_id
     from tests.conftest import make_cfg
 
     def pid(*o):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from prunebench.module import warmup_then_steps
+from prunebench.running.module import warmup_then_steps
 
 
 def test_warmup_then_steps_hand_values() -> None:
@@ -36,8 +36,8 @@ def test_the_module_warms_up_linearly_per_step_over_whole_epochs() -> None:
 
     from torch import nn
 
-    from prunebench.module import PruneModule
-    from tasks.base import OptimSpec
+    from prunebench.running.module import PruneModule
+    from prunebench.task import OptimSpec
     from tasks.classification.task import CifarClassification
 
     spec = OptimSpec(lr=0.1, warmup_epochs=2, warmup_factor=0.0, warmup_shape="linear")
@@ -58,7 +58,7 @@ def test_the_module_warms_up_linearly_per_step_over_whole_epochs() -> None:
 
 def test_an_unknown_warmup_shape_is_named_with_the_choices() -> None:
     from prunebench.errors import ConfigError
-    from tasks.base import OptimSpec
+    from prunebench.task import OptimSpec
 
     with pytest.raises(ConfigError, match=r"warmup_shape='cosine'.*'constant', 'linear'"):
         OptimSpec(lr=0.1, warmup_shape="cosine")

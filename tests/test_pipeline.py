@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from prunebench.pipeline import Pipeline
-from prunebench.records import read_record
+from prunebench.reporting.records import read_record
+from prunebench.running.pipeline import Pipeline
 
 
 def test_same_seed_twice_gives_identical_numbers(tmp_path):
@@ -133,7 +133,7 @@ def test_a_failed_run_leaves_a_failed_record_and_reruns(cfg_factory, monkeypatch
 def test_baseline_key_covers_what_determines_the_baseline(cfg_factory):
     from omegaconf import OmegaConf
 
-    from prunebench.baseline import baseline_key
+    from prunebench.running.baseline import baseline_key
 
     def key(*overrides: str, with_seed: bool = True) -> str:
         return baseline_key(
@@ -148,7 +148,7 @@ def test_baseline_key_covers_what_determines_the_baseline(cfg_factory):
 
 
 def test_round_to_rounds_kept_widths_and_joins_the_point_id_only_when_it_rounds(cfg_factory):
-    from prunebench.pipeline import point_id
+    from prunebench.running.pipeline import point_id
 
     common = ("method=magnitude", "method.allocation=global", "target.macs_reduction=0.3")
     exact = Pipeline(cfg_factory(*common)).run()

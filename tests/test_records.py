@@ -7,7 +7,7 @@ import json
 import pytest
 
 from prunebench.errors import RecordError
-from prunebench.records import (
+from prunebench.reporting.records import (
     SCHEMA,
     SCHEMA_VERSION,
     read_record,

@@ -11,7 +11,7 @@ import yaml
 from hydra.utils import get_class, instantiate
 
 from prunebench.method import Method
-from tasks.base import Task
+from prunebench.task import Task
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from prunebench.pipeline import Pipeline
-from prunebench.records import checkpoint_file, read_record
-from prunebench.validate import weights_sha256
+from prunebench.reporting.records import checkpoint_file, read_record
+from prunebench.running.pipeline import Pipeline
+from prunebench.running.validate import weights_sha256
 from tests.conftest import records, run_py
 
 RANK_LINE = re.compile(r"rank (\d): compressed model sha256 ([0-9a-f]{64}) \(ranks agree\)")
@@ -18,7 +18,7 @@ def test_ddp_ranks_agree_and_rank_zero_writes_once(tmp_path):
     """KCP (decided once per rank from identical weights) and SPP (masks sampled each step,
     seeded by step) under DDP with 2 processes: both ranks hold the same compressed model."""
     import prunebench
-    from prunebench.checkpoint import read_checkpoint
+    from prunebench.running.checkpoint import read_checkpoint
 
     one_shot = ("method=kcp", "method.step_reduction=0.5", "method.finetune_epochs_per_step=0")
     for method in (one_shot, ("method=spp",)):

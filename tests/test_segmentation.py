@@ -17,14 +17,14 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from methods.magnitude import Magnitude
-from prunebench.checkpoint import load
 from prunebench.errors import ConfigError
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
-from prunebench.pipeline import Pipeline
-from prunebench.records import checkpoint_file
-from prunebench.slim import slim
+from prunebench.reporting.records import checkpoint_file
+from prunebench.running.checkpoint import load
+from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs, count_params
+from prunebench.surgery.slim import slim
 from tasks.segmentation.disk import disk_readers
 from tasks.segmentation.embedded import make_scenes
 from tests.conftest import ROOT, make_cfg
@@ -59,7 +59,7 @@ def test_params_and_macs_equal_torchvision_deeplabv3_r50():
         x = torch.zeros(1, 3, 520, 520)
         macs = count_macs(model.to("meta"), x).total
         assert macs == count_macs(_Out(tv).to("meta"), x).total == 168_731_205_888
-        # ... and torchvision's with its FCN aux head reproduces DESIGN.md §4 (178.72 G).
+        # ... and torchvision's with its FCN aux head reproduces the reference table (178.72 G).
         aux = torchvision.models.segmentation.deeplabv3_resnet50(
             weights=None, weights_backbone=None, aux_loss=True, num_classes=21
         )
@@ -184,7 +184,7 @@ def test_masked_equals_slimmed_through_the_aspp_concat(arch):
 
 
 def test_poly_schedule_and_backbone_lr_multiplier():
-    from prunebench.module import lr_groups, warmup_then_poly
+    from prunebench.running.module import lr_groups, warmup_then_poly
 
     f = warmup_then_poly(0, 0.1, 100, 0.9)
     assert f(0) == 1.0 and f(50) == pytest.approx(0.5**0.9) and f(100) == 0.0

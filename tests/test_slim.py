@@ -10,10 +10,10 @@ import torch
 
 from methods.magnitude import Magnitude
 from methods.random import Random
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
-from prunebench.slim import slim
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs, count_params
+from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
 
 X = torch.zeros(1, 3, 32, 32)

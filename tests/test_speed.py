@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunebench import precision
 from prunebench.errors import ConfigError
-from prunebench.measure import latency_entry, quartiles, trust
-from prunebench.module import fp32
+from prunebench.running import precision
+from prunebench.running.module import fp32
+from prunebench.surgery.measure import latency_entry, quartiles, trust
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch, value, has_bf16, expected):
 
 
 def test_bf16_on_a_cpu_without_bf16_is_one_clear_error(monkeypatch, cfg_factory, tmp_path):
-    from prunebench.pipeline import Pipeline
+    from prunebench.running.pipeline import Pipeline
 
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     with pytest.raises(ConfigError, match=r"trainer.precision='bf16-mixed'.*choices here: auto"):
@@ -40,7 +40,7 @@ def test_bf16_on_a_cpu_without_bf16_is_one_clear_error(monkeypatch, cfg_factory,
 
 
 def test_the_point_id_and_record_carry_the_resolved_precision(monkeypatch, cfg_factory):
-    from prunebench.pipeline import Pipeline
+    from prunebench.running.pipeline import Pipeline
 
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     auto = Pipeline(cfg_factory())
@@ -98,7 +98,7 @@ def test_latency_entry_times_dense_against_itself():
 def test_greedy_rank_matches_a_brute_force_greedy_over_the_loss():
     """Every step of the compacting greedy picks the channel a full search over
     ``reconstruction_loss`` picks (15 channels: the working set is compacted three times)."""
-    from prunebench.compensation import InputStats, greedy_rank, reconstruction_loss
+    from methods.cap_compensation import InputStats, greedy_rank, reconstruction_loss
 
     c, ks = 15, 4
     g = torch.Generator().manual_seed(3)
@@ -119,7 +119,7 @@ def test_greedy_rank_matches_a_brute_force_greedy_over_the_loss():
 
 
 def test_prefix_cache_gives_the_whole_models_outputs_after_an_edit():
-    from prunebench.prefix import PrefixCache
+    from prunebench.running.prefix import PrefixCache
 
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -145,7 +145,7 @@ def test_prefix_cache_gives_the_whole_models_outputs_after_an_edit():
 
 
 def test_prefix_cache_falls_back_to_whole_passes_beyond_its_memory_bound():
-    from prunebench.prefix import PrefixCache
+    from prunebench.running.prefix import PrefixCache
 
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     cache = PrefixCache(model, max_bytes=10)

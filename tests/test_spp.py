@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.spp import SPP, SPPHooks, delta
-from prunebench.columns import ColumnConv
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs
 from prunebench.method import CompressContext
-from prunebench.module import clear_momentum
 from prunebench.plan import Plan, PlanEntry
-from prunebench.slim import slim
+from prunebench.running.module import clear_momentum
+from prunebench.surgery.columns import ColumnConv
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.slim import slim
 from tests.conftest import conv3d_stack
 
 A, U = 0.05, 0.25
@@ -190,7 +190,7 @@ def test_one_sgd_step_per_rule_by_hand(restore, momentum, pruned):
 def test_forward_mask_gradients_equal_autograd_on_both_weights():
     # conv(x, W·m) forward; ∂/∂x as conv(x, W); ∂/∂W as ∂/∂(W·m): checked on a strided, padded,
     # dilated conv with a bias against autograd on the two plain convs.
-    from prunebench.forward_masks import clear_forward_mask, set_forward_mask
+    from prunebench.surgery.forward_masks import clear_forward_mask, set_forward_mask
 
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, stride=2, padding=2, dilation=2).double()

@@ -16,19 +16,19 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from PIL import Image
 
+from methods.cap_compensation import patch_vectors
 from methods.magnitude import Magnitude
-from prunebench.bypass import Bypassed, make_bypass
-from prunebench.checkpoint import load
-from prunebench.compensation import patch_vectors
 from prunebench.errors import ConfigError
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs, count_params
 from prunebench.method import CompressContext
-from prunebench.module import make_optimizer
-from prunebench.pipeline import Pipeline
-from prunebench.records import checkpoint_file
-from prunebench.slim import slim
-from tasks.base import OptimSpec
+from prunebench.reporting.records import checkpoint_file
+from prunebench.running.checkpoint import load
+from prunebench.running.module import make_optimizer
+from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.bypass import Bypassed, make_bypass
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs, count_params
+from prunebench.surgery.slim import slim
+from prunebench.task import OptimSpec
 from tasks.stereo.data import window
 from tasks.stereo.disk import kitti2015_lists, sceneflow_lists
 from tasks.stereo.embedded import motorcycle, render_pair
@@ -46,7 +46,7 @@ def _task(stem: str = "stereo_psmnet_sceneflow", **over):
 
 
 def test_paper_model_macs_and_params():
-    # 256×512, maxdisp 192, DESIGN.md §4: the shared extractor counted twice (it runs on both
+    # 256×512, maxdisp 192, the reference table: the shared extractor counted twice (it runs on both
     # views), transposed 3D convs per input voxel, cost volume / upsampling / soft-argmin not
     # counted. Shapes only: the count runs on the meta device (no arithmetic, ~2 s).
     task = _task()

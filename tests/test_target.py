@@ -8,8 +8,8 @@ from torch import nn
 
 from prunebench.errors import ConfigError
 from prunebench.plan import Plan, PlanEntry
-from prunebench.structure import MacModel, Structure
-from prunebench.target import solve, validate_target
+from prunebench.surgery.structure import MacModel, Structure
+from prunebench.surgery.target import solve, validate_target
 
 
 class Toy(nn.Module):

@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from prunebench.errors import ConfigError
-from prunebench.pipeline import point_id
-from prunebench.tier import apply_tier_recipe
+from prunebench.running.pipeline import point_id
+from prunebench.running.tier import apply_tier_recipe
 from tests.conftest import make_cfg
 
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from methods.trp import TRP, TRPHooks
-from prunebench.lowrank import (
+from prunebench.method import CompressContext
+from prunebench.surgery.lowrank import (
     SCHEMES,
     as_matrix,
     decompose,
@@ -20,10 +21,9 @@ from prunebench.lowrank import (
     macs_fraction_num_den,
     project,
 )
-from prunebench.masks import apply_masks
-from prunebench.measure import count_macs
-from prunebench.method import CompressContext
-from prunebench.slim import slim
+from prunebench.surgery.masks import apply_masks
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.slim import slim
 
 
 def _matrix_with_spectrum(s: list[float], rows: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -203,7 +203,7 @@ def _compress_stage_lrs(tmp_path, *overrides: str) -> list[float]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from prunebench.module import PruneModule
+    from prunebench.running.module import PruneModule
     from tests.conftest import make_cfg
 
     cfg = OmegaConf.to_container(
@@ -263,7 +263,7 @@ def test_paper_tier_scratch_run_drops_the_lr_after_epochs_81_and_122(tmp_path):
 
 def test_milestone_ratios_are_exact_and_bad_ones_are_refused():
     from prunebench.errors import ConfigError
-    from prunebench.milestones import milestone_epochs
+    from prunebench.running.milestones import milestone_epochs
 
     assert milestone_epochs(("81/164", "122/164"), 164) == [81, 122]
     assert milestone_epochs((0.5, 0.75), 164) == [82, 123]  # the plain shares land one later

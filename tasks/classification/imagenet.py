@@ -21,8 +21,8 @@ import torchvision
 from torch import nn
 
 from prunebench.errors import ConfigError
-from tasks.base import Task
-from tasks.classification.data import ClassificationData, ImageTensorDataset
+from prunebench.task import Splits, Task
+from tasks.classification.data import ImageTensorDataset
 from tasks.classification.imagefolder import imagefolder_splits
 from tasks.classification.task import embedded_splits
 
@@ -31,7 +31,6 @@ ARCHS = {
     "resnet18": (torchvision.models.resnet18, "resnet18-f37072fd.pth"),
     "resnet50": (torchvision.models.resnet50, "resnet50-0676ba61.pth"),
 }
-SOURCES = ("embedded", "disk")
 
 
 class ImageNetClassification(Task):
@@ -40,7 +39,7 @@ class ImageNetClassification(Task):
     Args:
         name: config name.
         arch: ``resnet18`` or ``resnet50``.
-        recipe: stage → optimiser recipe (``tasks.base.OptimSpec``).
+        recipe: stage → optimiser recipe (``prunebench.task.OptimSpec``).
         num_classes: 1000.
         input_size: the stated input (224) for MACs, latency and the disk transforms.
         pretrained: a local torchvision state-dict file, ``torch_home`` to take
@@ -129,31 +128,19 @@ class ImageNetClassification(Task):
         )
         return {"top1": acc(1), "top5": acc(5)}
 
-    def datamodule(self, data: dict, sizes: dict, seed: int) -> ClassificationData:
-        """Build the splits (see the module docstring); ``sizes`` caps each split."""
-        source = data.get("source")
-        if source == "embedded":
-            size, bands = int(self.embedded["size"]), int(self.embedded["scale_bands"])
-            train, val, test, mean, std = embedded_splits(data, sizes, size, bands)
-            ds = lambda a, aug: ImageTensorDataset(  # noqa: E731
-                a[0], np.asarray(a[1]), mean, std, augment=aug, pad=size // 8
-            )
-            train, val, test = ds(train, True), ds(val, False), ds(test, False)
-        elif source == "disk":
-            train, val, test = imagefolder_splits(
-                data.get("root"),
-                sizes,
-                self.num_classes,
-                int(data.get("val_per_class", 10)),
-                self.input_size,
-            )
-        else:
-            raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
-        return ClassificationData.from_config(
-            train,
-            val,
-            test,
-            self.recipe["baseline"].batch_size,
-            seed,
-            data,
+    def embedded_splits(self, data: dict, sizes: dict) -> Splits:
+        size, bands = int(self.embedded["size"]), int(self.embedded["scale_bands"])
+        train, val, test, mean, std = embedded_splits(data, sizes, size, bands)
+        ds = lambda a, aug: ImageTensorDataset(  # noqa: E731
+            a[0], np.asarray(a[1]), mean, std, augment=aug, pad=size // 8
+        )
+        return ds(train, True), ds(val, False), ds(test, False)
+
+    def disk_splits(self, data: dict, sizes: dict) -> Splits:
+        return imagefolder_splits(
+            data.get("root"),
+            sizes,
+            self.num_classes,
+            int(data.get("val_per_class", 10)),
+            self.input_size,
         )

@@ -9,15 +9,14 @@ import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
-from tasks.base import Task
+from prunebench.task import Splits, Task
 from tasks.classification.cifar_disk import load_cifar10, split_train_val
-from tasks.classification.data import ClassificationData, ImageTensorDataset, cap
+from tasks.classification.data import ImageTensorDataset, cap
 from tasks.classification.embedded import make_shapes
 from tasks.classification.resnet_cifar import CifarResNet
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-SOURCES = ("embedded", "disk")
 SHORTCUTS = ("A", "B")
 EMBEDDED_FULL = {"train": 45000, "val": 5000, "test": 10000}  # generated when a tier says "all"
 
@@ -30,9 +29,9 @@ class CifarClassification(Task):
         depth: 20 or 56 (any 6n+2).
         shortcut: ``"A"`` (default, He et al.) or ``"B"``.
         num_classes: 10.
-        recipe: stage → optimiser recipe (see ``tasks.base.OptimSpec``).
+        recipe: stage → optimiser recipe (see ``prunebench.task.OptimSpec``).
         paper / cpu: the tiers' task-specific numbers (read by ``conf/budget``); ``cpu.recipe``
-            is the cpu tier's change to the recipe, merged in by ``prunebench.tier``.
+            is the cpu tier's change to the recipe, merged in by ``prunebench.running.tier``.
     """
 
     metric = "top1"
@@ -81,39 +80,26 @@ class CifarClassification(Task):
     def metrics(self) -> dict[str, torchmetrics.Metric]:
         return {"top1": torchmetrics.Accuracy(task="multiclass", num_classes=self.num_classes)}
 
-    def datamodule(self, data: dict, sizes: dict, seed: int) -> ClassificationData:
-        """Build the splits.
+    def embedded_splits(self, data: dict, sizes: dict) -> Splits:
+        train, val, test, mean, std = embedded_splits(data, sizes)
+        return self._datasets(train, val, test, mean, std)
 
-        Args:
-            data: the ``data`` config: ``source`` (embedded|disk), ``root``, ``val_fraction``,
-                ``embedded_seed``, ``num_workers``.
-            sizes: ``train``/``val``/``test`` caps from the budget (None = all; for embedded
-                data, the number generated).
-            seed: the run seed (batch order).
-        """
-        source = data.get("source")
-        if source == "embedded":
-            train, val, test, mean, std = embedded_splits(data, sizes)
-        elif source == "disk":
-            raw = load_cifar10(data.get("root"))
-            train, val = split_train_val(raw["train"], float(data.get("val_fraction", 0.1)), seed=0)
-            train, val, test = (
-                cap(train, sizes["train"]),
-                cap(val, sizes["val"]),
-                cap(raw["test"], sizes["test"]),
-            )
-            mean, std = CIFAR10_MEAN, CIFAR10_STD
-        else:
-            raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
-        ds = lambda a, aug: ImageTensorDataset(a[0], np.asarray(a[1]), mean, std, augment=aug)  # noqa: E731
-        return ClassificationData.from_config(
-            ds(train, True),
-            ds(val, False),
-            ds(test, False),
-            self.recipe["baseline"].batch_size,
-            seed,
-            data,
+    def disk_splits(self, data: dict, sizes: dict) -> Splits:
+        """CIFAR-10's binary batches under ``data.root``; ``data.val_fraction`` of the training
+        set (seed 0) is held out for validation."""
+        raw = load_cifar10(data.get("root"))
+        train, val = split_train_val(raw["train"], float(data.get("val_fraction", 0.1)), seed=0)
+        train, val, test = (
+            cap(train, sizes["train"]),
+            cap(val, sizes["val"]),
+            cap(raw["test"], sizes["test"]),
         )
+        return self._datasets(train, val, test, CIFAR10_MEAN, CIFAR10_STD)
+
+    @staticmethod
+    def _datasets(train, val, test, mean, std) -> Splits:
+        ds = lambda a, aug: ImageTensorDataset(a[0], np.asarray(a[1]), mean, std, augment=aug)  # noqa: E731
+        return ds(train, True), ds(val, False), ds(test, False)
 
 
 def embedded_splits(data: dict, sizes: dict, size: int = 32, scale_bands: int = 1) -> tuple:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from tasks.classification.data import ClassificationData
+from prunebench.data import SplitData
 
 IGNORE = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,8 +111,8 @@ class SegmentationDataset(Dataset):
         return x, y
 
 
-class SegmentationData(ClassificationData):
-    """Train / val / test datasets with seeded, per-epoch shuffling (``ClassificationData``'s);
+class SegmentationData(SplitData):
+    """Train / val / test datasets with seeded, per-epoch shuffling (the core's ``SplitData``);
     the training loader drops its last incomplete batch and the calibration subset has at least
     two samples (the ASPP's image-pooling BN needs more than one sample per batch)."""
 

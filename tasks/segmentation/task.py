@@ -16,7 +16,7 @@ import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
-from tasks.base import Task
+from prunebench.task import Splits, Task
 from tasks.segmentation.data import (
     IGNORE,
     IMAGENET_MEAN,
@@ -28,7 +28,6 @@ from tasks.segmentation.disk import disk_readers
 from tasks.segmentation.embedded import make_scenes
 from tasks.segmentation.model import build_deeplab, load_backbone
 
-SOURCES = ("embedded", "disk")
 TIER_KEYS = (
     "encoder",
     "output_stride",
@@ -59,7 +58,7 @@ class Segmentation(Task):
         arch: ``deeplabv3`` or ``deeplabv3plus``.
         encoder: ``resnet18|34|50|101``.
         output_stride: 8 or 16.
-        recipe: stage → optimiser recipe (``tasks.base.OptimSpec``).
+        recipe: stage → optimiser recipe (``prunebench.task.OptimSpec``).
         aspp_separable: depth-wise separable ASPP convs (False: plain convs, the pruning core's
             common case).
         atrous_rates: the ASPP's three dilations.
@@ -183,51 +182,42 @@ class Segmentation(Task):
             "pixel_acc": torchmetrics.Accuracy(average="micro", **kw),
         }
 
-    def datamodule(self, data: dict, sizes: dict, seed: int) -> SegmentationData:
-        """Build the splits (module docstring); ``sizes`` caps each split (embedded: generates)."""
-        source = data.get("source")
+    data_module = SegmentationData
+
+    def embedded_splits(self, data: dict, sizes: dict) -> Splits:
+        """Generated scenes (module docstring); ``sizes`` caps each split (None: 2000)."""
         mean, std = IMAGENET_MEAN, IMAGENET_STD
-        if source == "embedded":
-            size, s = int(self.embedded["size"]), int(data.get("embedded_seed", 0))
-            n = {k: 2000 if v is None else int(v) for k, v in sizes.items()}
-            arrays = [
-                make_scenes(n[k], s + i, size) for i, k in enumerate(("train", "val", "test"))
-            ]
-            reader = lambda a: lambda i: (a[0][i], a[1][i])  # noqa: E731
-            train = SegmentationDataset(
-                len(arrays[0][0]),
-                reader(arrays[0]),
-                mean,
-                std,
-                crop=(size, size),
-                scale_range=self.embedded["scale_range"],
-            )
-            val, test = (SegmentationDataset(len(a[0]), reader(a), mean, std) for a in arrays[1:])
-        elif source == "disk":
-            readers = disk_readers(
-                self.dataset, data.get("root"), float(data.get("val_fraction", 0.1)), sizes
-            )
-            train = SegmentationDataset(
-                len(readers[0]),
-                readers[0],
-                mean,
-                std,
-                crop=self.crop_size,
-                scale_range=self.scale_range,
-            )
-            val, test = (
-                SegmentationDataset(
-                    len(r), r, mean, std, None, (1, 1), self.eval_size, self.eval_scale
-                )
-                for r in readers[1:]
-            )
-        else:
-            raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
-        return SegmentationData.from_config(
-            train,
-            val,
-            test,
-            self.recipe["baseline"].batch_size,
-            seed,
-            data,
+        size, s = int(self.embedded["size"]), int(data.get("embedded_seed", 0))
+        n = {k: 2000 if v is None else int(v) for k, v in sizes.items()}
+        arrays = [make_scenes(n[k], s + i, size) for i, k in enumerate(("train", "val", "test"))]
+        reader = lambda a: lambda i: (a[0][i], a[1][i])  # noqa: E731
+        train = SegmentationDataset(
+            len(arrays[0][0]),
+            reader(arrays[0]),
+            mean,
+            std,
+            crop=(size, size),
+            scale_range=self.embedded["scale_range"],
         )
+        val, test = (SegmentationDataset(len(a[0]), reader(a), mean, std) for a in arrays[1:])
+        return train, val, test
+
+    def disk_splits(self, data: dict, sizes: dict) -> Splits:
+        """The dataset's files under ``data.root`` (module docstring); ``sizes`` caps each split."""
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        readers = disk_readers(
+            self.dataset, data.get("root"), float(data.get("val_fraction", 0.1)), sizes
+        )
+        train = SegmentationDataset(
+            len(readers[0]),
+            readers[0],
+            mean,
+            std,
+            crop=self.crop_size,
+            scale_range=self.scale_range,
+        )
+        val, test = (
+            SegmentationDataset(len(r), r, mean, std, None, (1, 1), self.eval_size, self.eval_scale)
+            for r in readers[1:]
+        )
+        return train, val, test

@@ -13,7 +13,7 @@ override — ``input_size`` (the training crop and the MACs/latency input), ``ma
 that block. The override is part of the resolved task config, so every record declares the
 model it measured. Other tiers (``paper``) use the top-level, paper values.
 
-**What may be pruned** (DESIGN.md §2: only channels whose consumers the dependency graph sees):
+**What may be pruned** (docs/architecture.md: only channels whose consumers the dependency graph sees):
 the output channels of convs whose only reader is the next conv — every BasicBlock's ``conv1``,
 the second ``firstconv`` conv, ``lastconv``'s 3×3 conv, ``dres0``/``dres1``'s first 3D conv, each
 hourglass's ``conv1`` and ``conv3`` and each classifier's first 3D conv. Not pruned: the residual
@@ -35,8 +35,7 @@ import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
-from tasks.base import Task
-from tasks.classification.data import ClassificationData
+from prunebench.task import Splits, Task
 from tasks.stereo.data import ArrayStereo, FileStereo
 from tasks.stereo.disk import hold_out, kitti2015_lists, sceneflow_lists
 from tasks.stereo.embedded import motorcycle, render_set
@@ -45,7 +44,6 @@ from tasks.stereo.metrics import stereo_loss, stereo_metrics
 from tasks.stereo.psmnet import PAPER_POOLS, PSMNet, check_input
 
 DATASETS = ("sceneflow", "kitti2015")
-SOURCES = ("embedded", "disk")
 EMBEDDED_FULL = {"train": 2000, "val": 200, "test": 400}  # generated when a tier says "all"
 KITTI_EVAL_CROP = (368, 1232)  # PSMNet's bottom-right validation crop (h, w)
 
@@ -56,7 +54,7 @@ class StereoTask(Task):
     Args:
         name: config name.
         dataset: ``sceneflow`` or ``kitti2015`` (the disk layout; the embedded set is shared).
-        recipe: stage → optimiser recipe (``tasks.base.OptimSpec``; Adam for PSMNet).
+        recipe: stage → optimiser recipe (``prunebench.task.OptimSpec``; Adam for PSMNet).
         maxdisp, width, spp_pools, input_size: the paper model and crop (see the module
             docstring for the tier overrides).
         tier: the budget's name (``${budget.name}``); picks a ``cpu``/``smoke`` model override.
@@ -164,38 +162,24 @@ class StereoTask(Task):
             out[f"motorcycle/{key}"] = float(metric.compute())
         return out
 
-    def datamodule(self, data: dict, sizes: dict, seed: int) -> ClassificationData:
-        """Build the splits; ``sizes`` caps each (None = all; embedded: the number rendered)."""
-        source = data.get("source")
-        if source == "embedded":
-            s = int(data.get("embedded_seed", 0))
-            h, w = self.input_size
-            train, val, test = (
-                ArrayStereo(
-                    render_set(
-                        sizes[k] if sizes[k] is not None else EMBEDDED_FULL[k],
-                        h,
-                        w,
-                        self.maxdisp,
-                        s + i,
-                    )
+    def embedded_splits(self, data: dict, sizes: dict) -> Splits:
+        """Rendered pairs; ``sizes`` caps each split (None: ``EMBEDDED_FULL``)."""
+        s = int(data.get("embedded_seed", 0))
+        h, w = self.input_size
+        return tuple(
+            ArrayStereo(
+                render_set(
+                    sizes[k] if sizes[k] is not None else EMBEDDED_FULL[k],
+                    h,
+                    w,
+                    self.maxdisp,
+                    s + i,
                 )
-                for i, k in enumerate(("train", "val", "test"))
             )
-        elif source == "disk":
-            train, val, test = self._disk_splits(data, sizes)
-        else:
-            raise ConfigError(f"data.source={source!r}; choices: {SOURCES}")
-        return ClassificationData.from_config(
-            train,
-            val,
-            test,
-            self.recipe["baseline"].batch_size,
-            seed,
-            data,
+            for i, k in enumerate(("train", "val", "test"))
         )
 
-    def _disk_splits(self, data: dict, sizes: dict) -> tuple[FileStereo, FileStereo, FileStereo]:
+    def disk_splits(self, data: dict, sizes: dict) -> tuple[FileStereo, FileStereo, FileStereo]:
         if self.dataset == "sceneflow":
             train, test = sceneflow_lists(data.get("root"), self.folders)
             read, mode, crop = read_pfm, "pad16", None

@@ -1,0 +1,1 @@
+"""Reporting: the record schema, the leaderboard, paper claims, plots and run summaries."""

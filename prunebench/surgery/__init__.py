@@ -1,0 +1,1 @@
+"""Model surgery: the dependency structure, plans resolved to masks, slimming, MAC counting."""

@@ -1,0 +1,207 @@
+"""Prunable layers and their coupling, found by Torch-Pruning's ``DependencyGraph``.
+
+A task declares which layers' output channels may be pruned; for each such *root* layer the
+dependency graph yields the coupled group: the layers whose output dimension shrinks with it
+(the root conv, its BN) and the layers whose input dimension shrinks (the next conv). The outputs
+of protected layers (first conv, classifier, …) must never shrink: that is checked here.
+
+:class:`MacModel` predicts the MACs of any plan from the dense per-module counts, so target
+solvers never rebuild the model; ``tests/`` check it against a real slimmed count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prunebench.errors import ConfigError
+from prunebench.plan import Plan
+from prunebench.surgery.lowrank import macs_fraction_num_den
+from prunebench.surgery.measure import count_macs
+from prunebench.surgery.resolve import resolve, resolve_masks
+
+
+@dataclass
+class ChannelGroup:
+    """The output channels of ``root`` and everything coupled to them.
+
+    Attributes:
+        root: name of the layer whose output channels are the group's units.
+        size: number of channels.
+        out_members: layers whose output dimension (weight dim 0, bias, BN affine) shrinks.
+        in_members: layers whose input dimension shrinks.
+        in_index, out_index: member → the channel of that layer's input (in-members) or output
+            (out-members) that each of the group's channels is (``in_index[m][c]``); a concat
+            offsets it (an ASPP projection reads branch k's channel c at ``k·256 + c``), as the
+            dependency graph traced it.
+    """
+
+    root: str
+    size: int
+    out_members: list[str] = field(default_factory=list)
+    in_members: list[str] = field(default_factory=list)
+    in_index: dict[str, list[int]] = field(default_factory=dict)
+    out_index: dict[str, list[int]] = field(default_factory=dict)
+
+    def reader_index(self, member: str, c_in: int) -> list[int] | None:
+        """The input channels of in-member ``member`` (``c_in`` inputs) that read the group's
+        channels, in order; None where they cannot be told (e.g. a grouped conv's weight)."""
+        return _fit(self.in_index.get(member), self.size, c_in)
+
+    def writer_index(self, member: str, c_out: int) -> list[int] | None:
+        """The output channels of out-member ``member`` (``c_out`` outputs) that are the group's
+        channels (a depth-wise conv after a concat: an offset slice), in order."""
+        return _fit(self.out_index.get(member), self.size, c_out)
+
+
+def _fit(index: list[int] | None, size: int, n: int) -> list[int] | None:
+    if index is None:
+        return list(range(size)) if n == size else None
+    return index if max(index) < n else None
+
+
+def build_dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    """Trace ``model`` on ``example_input`` (in eval mode, so BN statistics stay untouched)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_input, verbose=False
+        )
+    finally:
+        model.train(was_training)
+
+
+def out_channel_group(dg: tp.DependencyGraph, module: nn.Module, idxs: Sequence[int]):
+    """Torch-Pruning's group that removes output channels ``idxs`` of ``module``."""
+    pruner = dg.get_pruner_of_module(module)
+    return dg.get_pruning_group(module, pruner.prune_out_channels, list(idxs))
+
+
+KERNEL_LAYER_TYPES = (nn.Conv2d, nn.Conv3d)  # weight (C_out, C_in/groups, k…): kernel = W[n, c]
+
+
+class Structure:
+    """The coupled channel groups of a model, keyed by root layer name, and the layers whose
+    kernels may be pruned one by one (every non-transposed conv that is not protected).
+
+    Attributes:
+        groups: root name → :class:`ChannelGroup`.
+        shapes: conv/linear name → (C_out, C_in) of its weight.
+        kernel_sizes, strides: conv name → its kernel size and stride.
+        kernel_layers: names of the convs that kernel-level methods may prune.
+        bn_after: conv/linear name → the BatchNorm that alone reads its output (``conv2 → bn2``),
+            where there is one (compensation folds a bias change into it).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: torch.Tensor,
+        prunable: Sequence[str],
+        protected: Sequence[str] = (),
+    ) -> None:
+        names = {m: n for n, m in model.named_modules()}
+        self.shapes: dict[str, tuple[int, int]] = {
+            n: (int(m.weight.shape[0]), int(m.weight.shape[1]))
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)
+        }
+        convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Conv3d)}
+        self.kernel_sizes = {n: tuple(m.kernel_size) for n, m in convs.items()}
+        self.strides = {n: tuple(m.stride) for n, m in convs.items()}
+        self.kernel_layers = [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, KERNEL_LAYER_TYPES) and m.groups == 1 and n not in set(protected)
+        ]
+        dg = build_dependency_graph(model, example_input)
+        self.bn_after: dict[str, str] = {}
+        for name in self.shapes:
+            node = dg.module2node.get(model.get_submodule(name))
+            outs = [] if node is None else node.outputs
+            if len(outs) == 1 and isinstance(outs[0].module, nn.modules.batchnorm._BatchNorm):
+                if len(outs[0].inputs) == 1 and outs[0].module in names:
+                    self.bn_after[name] = names[outs[0].module]
+        self.groups: dict[str, ChannelGroup] = {}
+        for root in prunable:
+            module = model.get_submodule(root)
+            size = dg.get_out_channels(module)
+            group = ChannelGroup(root=root, size=size)
+            for dep, idxs in out_channel_group(dg, module, range(size)).items:
+                target = names.get(dep.target.module)
+                if target is None:  # functional ops (add, cat, …) carry no parameters
+                    continue
+                out = dg.is_out_channel_pruning_fn(dep.handler)
+                side = group.out_members if out else group.in_members
+                if target not in side:
+                    side.append(target)
+                index = [int(getattr(i, "idx", i)) for i in idxs]
+                (group.out_index if out else group.in_index)[target] = index
+            clash = sorted(set(group.out_members) & set(protected))
+            if clash:
+                raise ConfigError(
+                    f"pruning the output channels of {root!r} would shrink the outputs of "
+                    f"protected layer(s) {clash}"
+                )
+            self.groups[root] = group
+
+    def sizes(self) -> dict[str, int]:
+        return {k: g.size for k, g in self.groups.items()}
+
+
+class MacModel:
+    """MACs of any plan from the dense per-module counts, without rebuilding the model: each
+    conv/linear scales by the fraction of its kernels that survive; a column-masked conv by the
+    fraction of its (kernel, offset) weights that survive, i.e. ``C_out · kept columns · L``
+    when no filter is removed."""
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, structure: Structure) -> None:
+        self.structure = structure
+        self.per_module = count_macs(model, example_input).per_module
+        self.dense_total = sum(self.per_module.values())
+
+    def plan_macs(self, plan: Plan) -> int:
+        """Analytic MACs of ``plan``: each conv/linear counts its surviving kernels (removed filters
+        and channels, kernel masks, and what they imply downstream — see ``prunebench.surgery.resolve``)."""
+        return self._macs(resolve(plan, self.structure))
+
+    def masks_reduction(
+        self,
+        filters: dict[str, torch.Tensor],
+        kernels: dict[str, torch.Tensor],
+        columns: dict[str, torch.Tensor] | None = None,
+    ) -> float:
+        """:meth:`plan_reduction` straight from bool masks (the solvers' fast path)."""
+        resolved = resolve_masks(filters, kernels, self.structure, columns)
+        return 1.0 - self._macs(resolved) / self.dense_total
+
+    def _macs(self, resolved) -> int:
+        alive = resolved.alive(self.structure)
+        total = 0
+        for name, macs in self.per_module.items():
+            a = alive.get(name)
+            if name in resolved.lowrank:
+                scheme, rank = resolved.lowrank[name]
+                if scheme == "spatial" and self.structure.strides[name] != (1, 1):
+                    raise ValueError(
+                        f"{name}: the spatial factorisation is only for stride-1 convs"
+                    )
+                shape = self.structure.shapes[name] + self.structure.kernel_sizes[name]
+                num, den = macs_fraction_num_den(shape, rank, scheme)
+                total += macs * num // den
+            elif name in resolved.columns:  # alive kernel (n, c) computes its kept columns of c
+                per_channel = resolved.columns[name].flatten(1).sum(1)
+                k = resolved.columns[name][0].numel()
+                total += macs * int((a.long() * per_channel).sum()) // (a.numel() * k)
+            else:
+                total += macs if a is None else macs * int(a.sum()) // a.numel()
+        return total
+
+    def plan_reduction(self, plan: Plan) -> float:
+        """Fraction of dense MACs that ``plan`` removes, by :meth:`plan_macs`."""
+        return 1.0 - self.plan_macs(plan) / self.dense_total
