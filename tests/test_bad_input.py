@@ -64,6 +64,8 @@ CATALOGUE = [
     (["method=kcp", "method.group=bogus"], ["method.group='bogus'", "input_channel"]),
     (["method=trp", "method.scheme=bogus"], ["method.scheme='bogus'", "channel", "spatial"]),
     (["method=cap", "method.mode=bogus"], ["method.mode='bogus'", "macs_target", "floor"]),
+    (["method=spp", "method.restore=bogus"], ["method.restore='bogus'", "forward", "step"]),
+    (["task.recipe.baseline.milestones=[81/0]"], ["recipe milestone '81/0'", "(0, 1]"]),
     (["method=lapp", "method.bypass=bogus"], ["method.bypass='bogus'", "conv1x1"]),
     (["data.source=bogus"], ["data.source='bogus'", "embedded", "disk"]),
     (["data=disk", "data.root=/no/such/cifar"], ["/no/such/cifar", "cifar-10-batches-py"]),

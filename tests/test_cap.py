@@ -207,7 +207,7 @@ def test_pipeline_records_caps_data_use_and_controls_run_without_finetune(cfg_fa
     rec = Pipeline(cfg_factory("method=cap", "target.macs_reduction=0.3")).run()
     used = rec["train_samples"]
     assert rec["finetune_epochs"] == 0 and "finetune" not in rec["stage_seconds"]
-    assert used["compress"] == {"seen": 25, "distinct": 25}  # 10 % of the 256-sample split, once
+    assert used["compress"] == {"seen": 51, "distinct": 51}  # 20 % of the 256-sample split, once
     assert used["compress_val_passes"] > 0 and rec["stage_seconds"]["compress"] > 0
     assert abs(rec["achieved_macs_reduction"] - 0.3) <= 0.01
     ctrl = Pipeline(cfg_factory("method=magnitude", "budget.finetune_epochs=0")).run()
