@@ -15,10 +15,12 @@ from prunebench.method import CompressContext
 from prunebench.plan import Plan, PlanEntry
 from prunebench.reporting.records import checkpoint_file
 from prunebench.running.checkpoint import load
+from prunebench.running.module import lr_groups, make_optimizer, warmup_then_steps
 from prunebench.running.pipeline import Pipeline
 from prunebench.surgery.bypass import Bypassed, add_bypasses
 from prunebench.surgery.measure import count_macs, count_params
 from prunebench.surgery.slim import slim
+from prunebench.task import OptimSpec
 from tasks.classification.resnet_cifar import CifarResNet
 
 X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -312,3 +314,52 @@ def test_a_bn_replaced_after_install_is_masked_again_at_the_next_batch():
     assert seen[0][:, plan.entries[root].keep].abs().max() > 0.0
     hooks.remove()
     assert len(new._forward_hooks) == 1 and "forward" not in vars(old)  # only the capture left
+
+
+@pytest.mark.parametrize(("threshold_lr", "reaches"), [(None, True), (0.002, False)])
+def test_thresholds_alone_reach_the_target_at_e_p(threshold_lr, reaches):
+    """A smoke task with the ``cpu`` tier's pruning phase (E_p = 4 epochs of 39 steps, the first
+    2 at 0.1 × lr, the recipe's SGD): ResNet-20 from scratch on random 8×8 images, batch 4. At the
+    default ``threshold_lr`` the thresholds' own masks land within 1 % of −50 % at E_p, before any
+    projection; at the first default, 0.002, they stop near −37 % (as every committed cpu run did:
+    −38 %) and the projection does the rest."""
+    torch.manual_seed(0)
+    model = CifarResNet(20, 10, "A", None)
+    method = LAPP() if threshold_lr is None else LAPP(threshold_lr=threshold_lr)
+    prunable = [
+        n for n, _ in model.named_modules() if n.startswith("layer") and n.endswith(".conv1")
+    ]
+    prunable = method.prepare(model, prunable)
+    x, y = torch.randn(39 * 4, 3, 8, 8), torch.randint(0, 10, (39 * 4,))  # 8×8: fast
+    ctx = CompressContext.build(
+        model, x[:1], prunable, ["conv1", "fc"], 0.5, compress_epochs=4, baseline_epochs=14
+    )
+    hooks = method.hooks(ctx)
+    recipe = OptimSpec(lr=0.1, warmup_epochs=method.warmup_epochs)
+    opt = make_optimizer([*lr_groups(model, recipe.lr, None), *hooks.param_groups()], recipe)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_steps(2 * 39, 0.1, [], 0.1))
+    hooks.install(model)
+    model.train()
+    for epoch in range(5):
+        hooks.epoch_start(model, epoch)  # epoch 4 = E_p: the freeze
+        if hooks.frozen is not None:
+            break
+        for b in range(39):
+            batch = slice(4 * b, 4 * b + 4)
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            loss = loss + hooks.extra_loss(model, 39 * epoch + b)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    hooks.remove()
+    n = hooks.notes
+    trace = [e["hard"] for e in n["reduction_per_epoch"]]
+    assert len(trace) == 5 and trace[0] < 0 and trace[1] < trace[2] < trace[3]  # bypasses cost
+    assert trace[4] == pytest.approx(n["reduction_before_projection"], abs=1e-4)
+    if reaches:
+        assert abs(n["reduction_before_projection"] - 0.5) <= 0.01
+        assert not n["projected"] and n["projection_offset"] == 0.0
+    else:
+        assert 0.3 < n["reduction_before_projection"] < 0.45 and n["projected"]
+    assert abs(n["achieved_reduction"] - 0.5) <= 0.01
