@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from prunebench.errors import ConfigError
-from prunebench.method import CompressContext, Method
+from prunebench.method import CompressContext, Method, kernel_refusal
 from prunebench.plan import Plan
 
 GROUPS = ("input_channel", "layer_kmeans")
@@ -119,6 +119,9 @@ class KCP(Method):
             s[~alive[name]] = -math.inf
             out[name] = s
         return out
+
+    def refusal(self, ctx: CompressContext) -> str | None:
+        return kernel_refusal(ctx, ctx.structure.kernel_layers, "kernel")
 
     def compress(self, ctx: CompressContext) -> Plan:
         steps = math.ceil(ctx.macs_reduction / self.step_reduction - 1e-9)

@@ -31,7 +31,7 @@ from prunebench.module import KeepBest, PruneModule
 from prunebench.records import file_lock, read_record, write_record
 from prunebench.resume import StageCheckpoint
 from prunebench.slim import slim
-from prunebench.structure import MacModel
+from prunebench.structure import MacModel, Structure
 from prunebench.target import validate_target
 from prunebench.tracking import Tracker
 from prunebench.usage import TrainUsage
@@ -279,6 +279,7 @@ class Pipeline:
             evaluate=self.val_score,
             device=self.device,
             baseline_epochs=int(self.cfg["budget"]["baseline_epochs"]),
+            traced=getattr(self, "traced", None),
         )
         plan = self.method.compress(ctx)
         return model, slim(model, plan, example, ctx.structure), plan, ctx.mac_model
@@ -333,7 +334,36 @@ class Pipeline:
             report.print_summary(record, self.record_path)
         return record
 
+    def check_method(self) -> tuple[Structure, MacModel]:
+        """Trace a freshly built, prepared model and ask the method whether it applies
+        (:meth:`Method.refusal`); a refusal is one :class:`ConfigError` line naming the method, the
+        model and the reason, before any data is read or anything trains. Returns the trace, which
+        the compress stage reuses (the same architecture)."""
+        model = self.task.build_model()
+        label = getattr(self.task, "model_name", None) or self.task.name
+        refuse = f"method {self.cfg['method']['name']!r} cannot prune {label}"
+        try:
+            prunable = self.method.prepare(model, self.task.prunable_layers(model))
+            example = self.task.example_input()
+            structure = Structure(model, example, prunable, self.task.protected_layers(model))
+        except (ValueError, ConfigError) as exc:  # a layer the method's replacement cannot take
+            raise ConfigError(f"{refuse}: {exc}") from None
+        mac_model = MacModel(model, example, structure)
+        ctx = CompressContext.build(
+            model,
+            example,
+            prunable,
+            [],
+            macs_reduction=float(self.cfg["target"]["macs_reduction"]),
+            traced=(structure, mac_model),
+        )
+        reason = self.method.refusal(ctx)
+        if reason:
+            raise ConfigError(f"{refuse}: {reason}")
+        return structure, mac_model
+
     def _stages(self) -> dict[str, Any]:
+        self.traced = self.check_method()
         self.dm = self.task.datamodule(self.cfg["data"], self.cfg["budget"]["data"], self.seed)
         logger = self.cfg["logger"] if self.rank_zero else {"enabled": False}
         self.tracker = Tracker(logger, self.point_id, self.cfg)

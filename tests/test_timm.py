@@ -1,0 +1,160 @@
+"""timm models as a task: roots found by tracing, depth-wise + squeeze-excite groups pruned
+together (masked ≡ slimmed, analytic MACs = counted), attention MACs kept, grouped convs and
+attention heads refused as groups, methods refusing by name before training, a smoke run whose
+checkpoint reloads, and the task's config errors. The full method × family matrix is
+``scripts/timm_coverage.py`` (docs/timm_coverage.md)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from methods.random import Random
+from prunebench.checkpoint import load
+from prunebench.errors import ConfigError
+from prunebench.masks import apply_masks
+from prunebench.measure import count_macs
+from prunebench.method import CompressContext
+from prunebench.pipeline import Pipeline
+from prunebench.slim import slim
+from prunebench.structure import Structure, find_roots
+from tests.conftest import make_cfg
+
+SMALL = (
+    "budget.data.train=16",
+    "budget.data.val=8",
+    "budget.data.test=8",
+    "budget.latency.batch=0",
+)
+
+
+def _task(tmp_path, model: str, *over: str):
+    cfg = make_cfg(tmp_path, "task=imagenet_timm", f"task.model={model}", *over)
+    return instantiate(OmegaConf.to_container(cfg.task, resolve=True), _convert_="all")
+
+
+def _randomise_bn(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_mobilenetv3_depthwise_and_se_groups_slim_exactly(tmp_path):
+    task = _task(tmp_path, "mobilenetv3_large_100")
+    assert task.input_size == 64  # the smoke tier's stated input (the model's own is 224)
+    torch.manual_seed(0)
+    model = _randomise_bn(task.build_model())
+    x = task.example_input(2)
+    roots, skipped = find_roots(model, x[:1], task.protected_layers(model))
+    assert "blocks.2.0.conv_pw" in roots and "blocks.2.0.se.conv_reduce" in roots
+    assert "residual" in skipped["blocks.2.0.conv_pwl"]  # the stream stays whole
+    assert "conv_stem" not in roots and "classifier" not in roots
+    ctx = CompressContext.build(model, x[:1], roots, task.protected_layers(model), 0.3, 0)
+    g = ctx.structure.groups["blocks.2.0.conv_pw"]
+    # the depth-wise conv, its BN and the SE's expanding conv shrink with the expansion
+    assert {"blocks.2.0.conv_dw", "blocks.2.0.bn2", "blocks.2.0.se.conv_expand"} <= set(
+        g.out_members
+    )
+    assert set(g.in_members) == {"blocks.2.0.se.conv_reduce", "blocks.2.0.conv_pwl"}
+    plan = Random("uniform").compress(ctx)
+    slimmed = slim(model, plan, x[:1], ctx.structure).eval()
+    assert ctx.mac_model.plan_macs(plan) == count_macs(slimmed, x[:1]).total
+    assert slimmed.get_submodule("blocks.2.0.conv_dw").groups == len(plan.entries[g.root].keep)
+    masked = apply_masks(copy.deepcopy(model), plan, ctx.structure).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(masked(x), slimmed(x), rtol=1e-4, atol=1e-4)
+
+
+def test_vit_attention_macs_stay_counted_and_heads_are_left_whole(tmp_path):
+    task = _task(tmp_path, "vit_tiny_patch16_224")
+    model = task.build_model().eval()
+    x = task.example_input()
+    roots, skipped = find_roots(model, x, task.protected_layers(model))
+    assert roots == [f"blocks.{i}.mlp.fc1" for i in range(12)]
+    assert "attention heads" in skipped["blocks.0.attn.qkv"]
+    ctx = CompressContext.build(model, x, roots, task.protected_layers(model), 0.3, 0)
+    # q·kᵀ and attn·v belong to no leaf layer: the MAC model keeps them as a constant
+    assert ctx.mac_model.constant > 0
+    assert ctx.mac_model.dense_total == count_macs(model, x).total
+    plan = Random("uniform").compress(ctx)
+    assert ctx.mac_model.plan_macs(plan) == count_macs(slim(model, plan, x, ctx.structure), x).total
+
+
+def test_a_group_through_a_grouped_conv_is_refused():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=2)
+    ).eval()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ConfigError, match=r"'0' cannot be pruned.*'2' is a grouped conv"):
+        Structure(model, x, ["0"])
+    roots, skipped = find_roots(model, x)
+    assert roots == [] and "grouped conv" in skipped["0"]
+
+
+@pytest.mark.parametrize(
+    ("model", "method", "reason"),
+    [
+        ("vit_tiny_patch16_224", "kcp", "no ungrouped, unprotected conv whose kernels"),
+        ("vit_tiny_patch16_224", "lapp", "no prunable group of this model has one"),
+        ("vit_tiny_patch16_224", "trp", "no ungrouped, unprotected stride-1 conv"),
+    ],
+)
+def test_methods_refuse_by_name_before_training(tmp_path, model, method, reason):
+    cfg = make_cfg(
+        tmp_path, "task=imagenet_timm", f"task.model={model}", f"method={method}", *SMALL
+    )
+    p = Pipeline(cfg)
+    with pytest.raises(ConfigError) as err:
+        p.run()
+    msg = str(err.value)
+    assert msg.startswith(f"method '{method}' cannot prune {model}: ") and reason in msg
+    assert "\n" not in msg
+    assert not hasattr(p, "dm")  # refused before any data was read or anything trained
+    assert not p.record_path.exists()
+
+
+def test_smoke_run_on_a_depthwise_model_reloads_from_its_checkpoint(tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        "task=imagenet_timm",
+        "task.model=mobilenetv3_large_100",
+        "method=magnitude",
+        "target.macs_reduction=0.3",
+        *SMALL,
+    )
+    rec = Pipeline(cfg).run()
+    assert rec["status"] == "ok" and rec["task"] == "timm_mobilenetv3_large_100"
+    assert abs(rec["achieved_macs_reduction"] - 0.3) <= 0.01
+    assert rec["macs"]["compressed"] == rec["macs"]["realised"]  # filter plan: exact
+    loaded = load(rec["checkpoint"])
+    x = torch.zeros(1, 3, 64, 64)
+    assert count_macs(loaded, x).total == rec["macs"]["realised"]
+    assert loaded(x).shape == (1, 1000)
+
+
+def test_task_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="task.model='resnet_nonesuch' is not a timm model"):
+        _task(tmp_path, "resnet_nonesuch")
+    task = _task(tmp_path, "efficientnet_b0", "budget=paper")
+    assert task.input_size == 224  # the paper tier: the model's own data config
+    assert task.disk_transforms()["eval"].transforms[0].size == 256  # 224 / crop_pct 0.875
+    model = task.build_model()
+    wrong = tmp_path / "wrong.pth"
+    torch.save(nn.Linear(2, 2).state_dict(), wrong)
+    bad = _task(tmp_path, "efficientnet_b0", f"task.pretrained={wrong}")
+    with pytest.raises(
+        ConfigError, match="wrong.pth is not a state dict of timm's efficientnet_b0"
+    ):
+        bad.load_pretrained(model)
+    good = tmp_path / "b0.pth"
+    torch.save(model.state_dict(), good)
+    assert _task(tmp_path, "efficientnet_b0", f"task.pretrained={good}").load_pretrained(
+        task.build_model()
+    ) == str(good)
