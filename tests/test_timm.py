@@ -10,17 +10,23 @@ import copy
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from methods.cap import CaP
+from methods.kcp import KCP
+from methods.lapp import LAPP
+from methods.magnitude import Magnitude
 from methods.random import Random
+from methods.spp import SPP
+from methods.trp import TRP
 from prunebench.checkpoint import load
 from prunebench.errors import ConfigError
 from prunebench.masks import apply_masks
 from prunebench.measure import count_macs
 from prunebench.method import CompressContext
-from prunebench.pipeline import Pipeline
+from prunebench.pipeline import Pipeline, _instantiate
+from prunebench.plan import Plan, PlanEntry
 from prunebench.slim import slim
 from prunebench.structure import Structure, find_roots
 from tests.conftest import make_cfg
@@ -35,7 +41,18 @@ SMALL = (
 
 def _task(tmp_path, model: str, *over: str):
     cfg = make_cfg(tmp_path, "task=imagenet_timm", f"task.model={model}", *over)
-    return instantiate(OmegaConf.to_container(cfg.task, resolve=True), _convert_="all")
+    return _instantiate("task", OmegaConf.to_container(cfg.task, resolve=True))
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    """ViT-Tiny at the smoke tier's 64 px: its task, model and a context over its traced roots."""
+    task = _task(tmp_path_factory.mktemp("vit"), "vit_tiny_patch16_224")
+    model = task.build_model().eval()
+    x = task.example_input()
+    roots, skipped = find_roots(model, x, task.protected_layers(model))
+    ctx = CompressContext.build(model, x, roots, task.protected_layers(model), 0.3, 0)
+    return task, model, x, roots, skipped, ctx
 
 
 def _randomise_bn(model: nn.Module) -> nn.Module:
@@ -72,19 +89,42 @@ def test_mobilenetv3_depthwise_and_se_groups_slim_exactly(tmp_path):
         torch.testing.assert_close(masked(x), slimmed(x), rtol=1e-4, atol=1e-4)
 
 
-def test_vit_attention_macs_stay_counted_and_heads_are_left_whole(tmp_path):
-    task = _task(tmp_path, "vit_tiny_patch16_224")
-    model = task.build_model().eval()
-    x = task.example_input()
-    roots, skipped = find_roots(model, x, task.protected_layers(model))
+def test_vit_attention_macs_stay_counted_and_heads_are_left_whole(vit):
+    task, model, x, roots, skipped, ctx = vit
     assert roots == [f"blocks.{i}.mlp.fc1" for i in range(12)]
     assert "attention heads" in skipped["blocks.0.attn.qkv"]
-    ctx = CompressContext.build(model, x, roots, task.protected_layers(model), 0.3, 0)
     # q·kᵀ and attn·v belong to no leaf layer: the MAC model keeps them as a constant
     assert ctx.mac_model.constant > 0
     assert ctx.mac_model.dense_total == count_macs(model, x).total
-    plan = Random("uniform").compress(ctx)
-    assert ctx.mac_model.plan_macs(plan) == count_macs(slim(model, plan, x, ctx.structure), x).total
+    plan = Plan({"blocks.3.mlp.fc1": PlanEntry("filter", 768, list(range(0, 768, 3)))})
+    slimmed = slim(model, plan, x, ctx.structure)
+    assert slimmed.blocks[3].mlp.fc2.in_features == 256
+    assert ctx.mac_model.plan_macs(plan) == count_macs(slimmed, x).total
+
+
+@pytest.mark.parametrize(
+    ("method", "reason"),
+    [
+        (KCP(), "no ungrouped, unprotected conv whose kernels"),
+        (SPP(), "no ungrouped, unprotected conv whose columns"),
+        (TRP(), "no ungrouped, unprotected stride-1 conv"),
+        (LAPP(), "no prunable group of this model has one"),
+        (CaP(), None),  # fc2 alone reads fc1's hidden channels: compensable
+        (Magnitude(), None),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, str | None) else "",
+)
+def test_method_refusals_on_a_vit(vit, method, reason):
+    got = method.refusal(vit[-1])
+    assert got is None if reason is None else reason in got
+
+
+def test_unreachable_target_is_a_refusal(vit):
+    ctx = vit[-1]
+    far = CompressContext(**{**vars(ctx), "macs_reduction": 0.95})
+    assert "target.macs_reduction=0.95 is beyond reach: one channel per group removes" in (
+        Magnitude().refusal(far)
+    )
 
 
 def test_a_group_through_a_grouped_conv_is_refused():
@@ -98,23 +138,15 @@ def test_a_group_through_a_grouped_conv_is_refused():
     assert roots == [] and "grouped conv" in skipped["0"]
 
 
-@pytest.mark.parametrize(
-    ("model", "method", "reason"),
-    [
-        ("vit_tiny_patch16_224", "kcp", "no ungrouped, unprotected conv whose kernels"),
-        ("vit_tiny_patch16_224", "lapp", "no prunable group of this model has one"),
-        ("vit_tiny_patch16_224", "trp", "no ungrouped, unprotected stride-1 conv"),
-    ],
-)
-def test_methods_refuse_by_name_before_training(tmp_path, model, method, reason):
+def test_a_refusal_stops_the_run_before_any_data_or_training(tmp_path):
     cfg = make_cfg(
-        tmp_path, "task=imagenet_timm", f"task.model={model}", f"method={method}", *SMALL
+        tmp_path, "task=imagenet_timm", "task.model=vit_tiny_patch16_224", "method=lapp", *SMALL
     )
     p = Pipeline(cfg)
     with pytest.raises(ConfigError) as err:
         p.run()
     msg = str(err.value)
-    assert msg.startswith(f"method '{method}' cannot prune {model}: ") and reason in msg
+    assert msg.startswith("method 'lapp' cannot prune vit_tiny_patch16_224: LAPP's importance")
     assert "\n" not in msg
     assert not hasattr(p, "dm")  # refused before any data was read or anything trained
     assert not p.record_path.exists()
