@@ -36,6 +36,7 @@ SMALL = (
     "budget.data.val=8",
     "budget.data.test=8",
     "budget.latency.batch=0",
+    "task.embedded.size=32",
 )
 
 
