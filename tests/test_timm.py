@@ -191,3 +191,25 @@ def test_task_config_errors_name_the_key(tmp_path):
     assert _task(tmp_path, "efficientnet_b0", f"task.pretrained={good}").load_pretrained(
         task.build_model()
     ) == str(good)
+
+
+def test_segmentation_takes_a_timm_encoder(tmp_path):
+    cfg = make_cfg(tmp_path, "task=segmentation", "task.smoke.model.encoder=tu-regnety_016")
+    task = _instantiate("task", OmegaConf.to_container(cfg.task, resolve=True))
+    model = task.build_model().eval()
+    assert task.protected_layers(model) == ["encoder.model.stem.conv", "segmentation_head.0"]
+    roots = task.prunable_layers(model)
+    assert "encoder.model.s1.b1.se.fc1" in roots and "decoder.aspp.project.0" in roots
+    ctx = CompressContext.build(model, task.example_input(), roots, [], 0.1)
+    assert ctx.structure.groups["encoder.model.s1.b1.se.fc1"].in_members == [
+        "encoder.model.s1.b1.se.fc2"
+    ]
+    with pytest.raises(ConfigError, match="tu-regnety_016' is a timm encoder"):
+        _instantiate(
+            "task",
+            {**OmegaConf.to_container(cfg.task, resolve=True), "pretrained_backbone": "x.pth"},
+        ).build_model()
+    bad = OmegaConf.to_container(cfg.task, resolve=True)
+    bad["tier"]["encoder"] = "tu-nonesuch"
+    with pytest.raises(ConfigError, match="tu-<a timm model name>"):
+        _instantiate("task", bad).build_model()
