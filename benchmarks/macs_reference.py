@@ -15,6 +15,12 @@ hooks on every conv (2D/3D, transposed per input voxel) and linear layer, from t
 Where the two differ the row says why (an aten matmul outside conv/linear modules, which the
 convention does not count, would show up here).
 
+The timm families the ``imagenet_timm`` task covers (``tasks.classification.timm_models.COVERED``)
+are counted at 224×224 too (rows ``timm_<model>_224``): no published reference here, so "off" is
+our counter against the independent hook count, which must be 0. For a ViT the hooks add each
+attention layer's two products (q·kᵀ and attn·v, N²·C MACs each for N tokens of width C), which
+``FlopCounterMode`` counts in ``scaled_dot_product_attention``.
+
 Also prints each row's params under the table's convention and the process's peak RSS.
 
     python benchmarks/macs_reference.py [--skip-deeplab]
@@ -33,6 +39,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunebench.surgery.measure import count_macs, count_params
+from tasks.classification.timm_models import COVERED as TIMM_COVERED
 
 # row → (reference MACs, MACs unit it is rounded to (1: exact), reference params, params unit,
 #        params convention)
@@ -61,7 +68,10 @@ def hook_macs(model: nn.Module, args: tuple) -> int:
 
     def hook(m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
-        if isinstance(m, nn.Linear):
+        if _is_attention(m):  # (B, N, C) tokens: q·kᵀ and attn·v, N·N·C MACs each
+            b, n, c = inputs[0].shape
+            total += 2 * b * n * n * c
+        elif isinstance(m, nn.Linear):
             total += output.numel() * m.in_features
         elif isinstance(m, nn.modules.conv._ConvTransposeNd):
             kvol = math.prod(m.kernel_size)
@@ -71,7 +81,11 @@ def hook_macs(model: nn.Module, args: tuple) -> int:
             total += output.numel() * (m.in_channels // m.groups) * kvol
 
     kinds = (nn.Linear, nn.modules.conv._ConvNd)
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, kinds) or _is_attention(m)
+    ]
     try:
         with torch.no_grad():
             model.eval()(*args)
@@ -80,6 +94,11 @@ def hook_macs(model: nn.Module, args: tuple) -> int:
             h.remove()
     batch = next(a for a in args if isinstance(a, torch.Tensor)).shape[0]
     return total // batch
+
+
+def _is_attention(m: nn.Module) -> bool:
+    """A timm multi-head self-attention layer (``qkv`` projection, ``num_heads``)."""
+    return hasattr(m, "qkv") and hasattr(m, "num_heads")
 
 
 def flop_counter_other_ops(model: nn.Module, args: tuple) -> dict[str, int]:
@@ -127,6 +146,9 @@ def _models(skip_deeplab: bool) -> tuple[list[tuple], list[dict]]:
     for arch in (18, 50):
         task = task_from_conf(f"imagenet_resnet{arch}")
         out.append((f"resnet{arch}_224", task.build_model(), (task.example_input(1),)))
+    for name in TIMM_COVERED:
+        task = task_from_conf("imagenet_timm", model=name, input_size=224, tier_input_size=None)
+        out.append((f"timm_{name}_224", task.build_model(), (task.example_input(1),)))
     if skip_deeplab:
         missing.append({"row": "deeplabv3_resnet50_aux_520", "status": "skipped (--skip-deeplab)"})
     else:
@@ -162,6 +184,11 @@ def count_row(name: str, model: nn.Module, args: tuple) -> dict:
         "flop_counter_other_ops_flops": other,
     }
     ref = REFERENCE.get(name.split(" [")[0])
+    if name.startswith("timm_"):
+        row["status"] = "timm family: counter against the hook count"
+        row["macs_off"] = counted - hooked
+        row["params"] = count_params(model)
+        return row
     if ref is None:
         row["status"] = "no reference in docs/architecture.md (counted only)"
         row["params"] = count_params(model)

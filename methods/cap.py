@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from methods.cap_compensation import (
     collect_input_stats,
@@ -89,15 +90,37 @@ class CaP(Method):
         return self.mode == "macs_target"
 
     # -- steps 1–2: statistics and rankings -----------------------------------------------
-    def _layers(self, ctx: CompressContext) -> list[_Layer]:
+    def _consumers(self, ctx: CompressContext) -> dict[str, str]:
+        """Group root → the one layer reading it (an ungrouped conv with numeric zero padding, or
+        a linear layer), which is compensated; the other groups go to ``self._skipped``."""
         s = ctx.structure
         consumers, self._skipped = {}, []
         for root, g in s.groups.items():
             readers = [m for m in g.in_members if m in s.shapes]
-            if len(readers) != 1 or s.shapes[readers[0]][1] != g.size:
+            module = ctx.model.get_submodule(readers[0]) if len(readers) == 1 else None
+            plain = isinstance(module, nn.Linear) or (
+                isinstance(module, nn.Conv2d | nn.Conv3d)
+                and module.groups == 1
+                and module.padding_mode == "zeros"
+                and not isinstance(module.padding, str)
+            )
+            if not plain or s.shapes[readers[0]][1] != g.size:
                 self._skipped.append(root)  # no exclusive consumer to compensate in
                 continue
             consumers[root] = readers[0]
+        return consumers
+
+    def refusal(self, ctx: CompressContext) -> str | None:
+        if not self._consumers(ctx):
+            return (
+                "CaP compensates the one layer that reads a group; no prunable group of this "
+                "model is read by exactly one ungrouped conv or linear layer (a squeeze-excite "
+                "gate or a second reader shares them)"
+            )
+        return None
+
+    def _layers(self, ctx: CompressContext) -> list[_Layer]:
+        consumers = self._consumers(ctx)
         if not consumers:
             raise ConfigError("CaP needs groups read by exactly one layer; this model has none")
         self._var_old: dict[str, torch.Tensor] = {}
@@ -110,7 +133,7 @@ class CaP(Method):
             order = greedy_rank(w, stats[consumer], kernel_numel(module))
             if self.variance_rescale:  # the dense layer's, the same at every trial
                 self._var_old[consumer] = output_variance(w, stats[consumer])
-            layers.append(_Layer(root, consumer, s.groups[root].size, order))
+            layers.append(_Layer(root, consumer, ctx.structure.groups[root].size, order))
         self._stats = stats
         return layers
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prunebench.method import CompressContext, Method
+from prunebench.method import CompressContext, Method, kernel_refusal
 from prunebench.options import option
 from prunebench.plan import Plan
 from prunebench.surgery.target import ALLOCATIONS
@@ -112,6 +112,9 @@ class KCP(Method):
             s[~alive[name]] = -math.inf
             out[name] = s
         return out
+
+    def refusal(self, ctx: CompressContext) -> str | None:
+        return kernel_refusal(ctx, ctx.structure.kernel_layers, "kernel")
 
     def compress(self, ctx: CompressContext) -> Plan:
         steps = math.ceil(ctx.macs_reduction / self.step_reduction - 1e-9)

@@ -124,7 +124,7 @@ class SoftMacs:
                         concat.setdefault(m, []).append(r)
         self.sizes = s.sizes()
         self.terms: list[tuple[int, str | None, list[str], int]] = []
-        self.constant = 0
+        self.constant = mac_model.constant  # MACs no layer owns (attention products)
         for name, macs in mac_model.per_module.items():
             a = out_of.get(name) if name in s.shapes else None
             b = [in_of[name]] if name in in_of else concat.get(name, [])
@@ -173,6 +173,21 @@ def masked_batch_norm(
     )
 
 
+def group_batch_norms(ctx: CompressContext) -> dict[str, str]:
+    """Group root → the last BatchNorm among its out-members (the one LAPP masks), for the groups
+    that have one."""
+    out = {}
+    for root, g in ctx.structure.groups.items():
+        bns = [
+            n
+            for n in g.out_members
+            if isinstance(ctx.model.get_submodule(n), nn.modules.batchnorm._BatchNorm)
+        ]
+        if bns:
+            out[root] = bns[-1]
+    return out
+
+
 class LAPPHooks(TrainingHooks):
     """Thresholds, straight-through masks on the BN outputs, the MACs term, and the freeze."""
 
@@ -180,18 +195,10 @@ class LAPPHooks(TrainingHooks):
 
     def __init__(self, method: LAPP, ctx: CompressContext, prune_epochs: int) -> None:
         self.m, self.ctx, self.prune_epochs = method, ctx, prune_epochs
-        s = ctx.structure
-        self.roots = list(s.groups)
-        self.bn = {}
-        for root in self.roots:
-            bns = [
-                n
-                for n in s.groups[root].out_members
-                if isinstance(ctx.model.get_submodule(n), nn.modules.batchnorm._BatchNorm)
-            ]
-            if not bns:
-                raise ConfigError(f"LAPP masks a BN output; group {root!r} has no BatchNorm")
-            self.bn[root] = bns[-1]
+        self.bn = group_batch_norms(ctx)  # groups without one (a squeeze-excite's) stay whole
+        if not self.bn:
+            raise ConfigError("LAPP masks a BN output; no prunable group has a BatchNorm")
+        self.roots = list(self.bn)
         t0 = (
             DEFAULT_INIT[method.score_norm]
             if method.threshold_init is None
@@ -241,7 +248,7 @@ class LAPPHooks(TrainingHooks):
 
     def macs(self, model: nn.Module) -> torch.Tensor:
         """MACs of the current masks: hard widths forward, soft widths' gradient backward."""
-        widths = {}
+        widths = {r: torch.tensor(float(n)) for r, n in self.soft_macs.sizes.items()}
         for root in self.roots:
             st, _ = self.masks(model, root)
             widths[root] = st.sum()
@@ -386,9 +393,19 @@ class LAPP(Method):
 
     def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
         """Bypass every pruned k×k conv, k > 1 (beside a 1×1 conv a 1×1 branch adds nothing)."""
-        spatial = [n for n in prunable if model.get_submodule(n).kernel_size != (1,) * 2]
+        spatial = [
+            n for n in prunable if set(getattr(model.get_submodule(n), "kernel_size", (1,))) != {1}
+        ]
         where = add_bypasses(model, spatial, self.bypass)
         return [where.get(n, n) for n in prunable]
+
+    def refusal(self, ctx: CompressContext) -> str | None:
+        if not group_batch_norms(ctx):
+            return (
+                "LAPP's importance and mask are the BatchNorm after each pruned layer; no "
+                "prunable group of this model has one (LayerNorm or no norm)"
+            )
+        return None
 
     def hooks(self, ctx: CompressContext) -> LAPPHooks:
         total = max(ctx.baseline_epochs, ctx.compress_epochs)

@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from prunebench.method import CompressContext, Method, TrainingHooks
+from prunebench.method import CompressContext, Method, TrainingHooks, kernel_refusal
 from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 from prunebench.surgery.forward_masks import clear_forward_mask, set_forward_mask
@@ -254,6 +254,9 @@ class SPP(Method):
         plan = ctx.solve_columns(l1, allocation="uniform")
         kept = {n: len(e.keep) for n, e in plan.entries.items()}
         return {n: w[0].numel() - kept.get(n, w[0].numel()) for n, w in weights.items()}
+
+    def refusal(self, ctx: CompressContext) -> str | None:
+        return kernel_refusal(ctx, ctx.structure.kernel_layers, "column")
 
     def hooks(self, ctx: CompressContext) -> SPPHooks:
         """The training-time hooks (also used by ``benchmarks/method_overhead.py``)."""

@@ -126,6 +126,14 @@ class TRP(Method):
             if len(s.kernel_sizes[n]) in dims and set(s.kernel_sizes[n]) != {1}
         ]
 
+    def refusal(self, ctx: CompressContext) -> str | None:
+        if not any(set(ctx.structure.strides[n]) == {1} for n in self.layers(ctx)):
+            return (
+                "the model has no ungrouped, unprotected stride-1 conv with a kernel larger "
+                "than 1×1 to factorise (depth-wise and 1×1 convs, linear layers are not)"
+            )
+        return None
+
     def hooks(self, ctx: CompressContext) -> TRPHooks:
         """The training-time hooks (also used by ``benchmarks/method_overhead.py``)."""
         return TRPHooks(self.layers(ctx), self.scheme, self.e, self.lambda_nuclear, self.period)

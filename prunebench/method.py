@@ -18,6 +18,11 @@ the core's layer replacements (``prunebench.surgery.bypass``), before the struct
 added layers are counted, slimmed and saved like any other.
 
 A method never slices tensors, counts MACs or owns a training loop.
+
+A method that cannot apply to a model says so before anything trains: the pipeline traces the
+model first and calls :meth:`Method.refusal`, which returns the reason in words (no unit of the
+method's kind, a target out of reach, a layer kind the method does not handle); the run then
+stops with one line naming the method, the model and that reason.
 """
 
 from __future__ import annotations
@@ -143,14 +148,19 @@ class CompressContext:
         baseline_epochs: int = 0,
         round_to: int = 1,
         evaluate_after: Callable[..., float] | None = None,
+        traced: tuple[Structure, MacModel] | None = None,
     ) -> CompressContext:
-        """A context for ``model``: its structure and MAC model traced on ``example_input``;
-        ``train`` defaults to no training (unit tests, benchmarks)."""
-        structure = Structure(model, example_input, prunable, protected)
+        """A context for ``model``: its structure and MAC model traced on ``example_input`` (or
+        ``traced``, from an earlier trace of the same architecture); ``train`` defaults to no
+        training (unit tests, benchmarks)."""
+        if traced is None:
+            structure = Structure(model, example_input, prunable, protected)
+            traced = structure, MacModel(model, example_input, structure)
+        structure, mac_model = traced
         return cls(
             model,
             structure,
-            MacModel(model, example_input, structure),
+            mac_model,
             macs_reduction,
             seed,
             compress_epochs,
@@ -251,6 +261,13 @@ class Method:
         """Hyper-parameters for the record (the dataclass fields of a method, by default)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def refusal(self, ctx: CompressContext) -> str | None:
+        """Why this method cannot apply to ``ctx.model`` at ``ctx.macs_reduction`` (one clause,
+        no method or model name: the pipeline adds them), or None. Called before any training on
+        a freshly built, prepared model. The default checks the core's filter solve (a channel
+        group to prune, a reachable target) for methods that use it, and accepts the others."""
+        return filter_refusal(ctx, self.uses_target) if self.core_filter_solve else None
+
     def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
         """Replace layers of the starting model before anything is traced (e.g. LAPP's bypasses,
         ``prunebench.surgery.bypass``) and return the prunable layers' names in the result; no-op by
@@ -264,3 +281,46 @@ class Method:
 
     def compress(self, ctx: CompressContext) -> Plan:
         raise NotImplementedError
+
+
+def filter_refusal(ctx: CompressContext, check_target: bool = True) -> str | None:
+    """The refusal of a filter method: no prunable channel group, or a target beyond what keeping
+    one channel per group reaches."""
+    groups = ctx.structure.groups
+    if not groups:
+        return "the model has no prunable channel group (inner channels of its blocks)"
+    one = {r: torch.arange(g.size) == 0 for r, g in groups.items()}
+    most = ctx.mac_model.masks_reduction(one, {})
+    if check_target and most < ctx.macs_reduction - 1e-9:
+        return (
+            f"target.macs_reduction={ctx.macs_reduction} is beyond reach: one channel per group "
+            f"removes {most:.3f} of the MACs"
+        )
+    return None
+
+
+def kernel_refusal(
+    ctx: CompressContext, layers: list[str], kind: str, check_target: bool = True
+) -> str | None:
+    """The refusal of a kernel (``kind="kernel"``) or column (``"column"``) method on ``layers``:
+    none of them, or a target beyond what keeping one unit per layer reaches."""
+    if not layers:
+        return (
+            "the model has no ungrouped, unprotected conv whose "
+            f"{kind}s could be pruned (depth-wise convs and linear layers have none)"
+        )
+    masks: dict[str, dict] = {"kernel": {}, "column": {}}
+    for name in layers:
+        shape = ctx.structure.shapes[name]
+        if kind == "column":
+            shape = (shape[1], *ctx.structure.kernel_sizes[name])
+        one = torch.zeros(shape, dtype=torch.bool)
+        one.view(-1)[0] = True
+        masks[kind][name] = one
+    most = ctx.mac_model.masks_reduction({}, masks["kernel"], masks["column"])
+    if check_target and most < ctx.macs_reduction - 1e-9:
+        return (
+            f"target.macs_reduction={ctx.macs_reduction} is beyond reach: one {kind} per conv in "
+            f"its {len(layers)} conv(s) removes {most:.3f} of the MACs"
+        )
+    return None

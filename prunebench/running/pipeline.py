@@ -40,7 +40,7 @@ from prunebench.running.training import Training
 from prunebench.running.usage import TrainUsage
 from prunebench.running.validate import validate_config
 from prunebench.surgery.slim import slim
-from prunebench.surgery.structure import MacModel
+from prunebench.surgery.structure import MacModel, Structure
 from prunebench.task import Task
 
 # do not change a run's numbers (``matched_to``: a note scripts/controls.py leaves in the record)
@@ -191,7 +191,36 @@ class Pipeline:
         return out
 
     # -- the stages -------------------------------------------------------------------------
+    def check_method(self) -> tuple[Structure, MacModel]:
+        """Trace a freshly built, prepared model and ask the method whether it applies
+        (:meth:`Method.refusal`); a refusal is one :class:`ConfigError` line naming the method, the
+        model and the reason, before any data is read or anything trains. Returns the trace, which
+        the compress stage reuses (the same architecture; the trace is by layer name)."""
+        model = self.task.build_model()
+        label = getattr(self.task, "model_name", None) or self.task.name
+        refuse = f"method {self.cfg['method']['name']!r} cannot prune {label}"
+        try:
+            prunable = self.method.prepare(model, self.task.prunable_layers(model))
+            example = self.task.example_input()
+            structure = Structure(model, example, prunable, self.task.protected_layers(model))
+        except (ValueError, ConfigError) as exc:  # a layer the method's replacement cannot take
+            raise ConfigError(f"{refuse}: {exc}") from None
+        mac_model = MacModel(model, example, structure)
+        ctx = CompressContext.build(
+            model,
+            example,
+            prunable,
+            [],
+            macs_reduction=self.target.macs_reduction,
+            traced=(structure, mac_model),
+        )
+        reason = self.method.refusal(ctx)
+        if reason:
+            raise ConfigError(f"{refuse}: {reason}")
+        return structure, mac_model
+
     def _stages(self) -> dict[str, Any]:
+        self.traced = self.check_method()
         self.dm: DataModule = self.task.datamodule(
             self.cfg["data"], self.cfg["budget"]["data"], self.seed
         )
@@ -283,6 +312,7 @@ class Pipeline:
             evaluate_after=self.training.val_score,
             device=self.training.device,
             baseline_epochs=int(self.cfg["budget"]["baseline_epochs"]),
+            traced=getattr(self, "traced", None),
         )
         plan = self.method.compress(ctx)
         return slim(model, plan, example, ctx.structure), plan, ctx.mac_model

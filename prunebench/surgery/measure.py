@@ -2,7 +2,8 @@
 
 MACs are multiply-accumulates of conv and linear layers at batch 1, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (aten-level FLOPs ÷ 2); bias, BN, activations and
-pooling are not counted, and a module called twice counts twice. Count a masked model through its
+pooling are not counted, and a module called twice counts twice. Attention's two products
+(``scaled_dot_product_attention``, inside a parent module) are counted too, on every device. Count a masked model through its
 slimmed copy (``prunebench.surgery.slim.slim``): only surviving structure counts.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -35,7 +37,14 @@ def count_macs(model: nn.Module, example_input: torch.Tensor | tuple) -> MacCoun
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        # The math attention path: FlopCounterMode has no formula for the CPU flash-attention
+        # kernel, so without it attention's products would count on the meta device and on a GPU
+        # but not on a CPU.
+        with (
+            torch.no_grad(),
+            sdpa_kernel(SDPBackend.MATH),
+            FlopCounterMode(display=False) as counter,
+        ):
             model(*_as_args(example_input))
     finally:
         model.train(was_training)

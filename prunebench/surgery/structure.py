@@ -7,6 +7,11 @@ of protected layers (first conv, classifier, …) must never shrink: that is che
 
 :class:`MacModel` predicts the MACs of any plan from the dense per-module counts, so target
 solvers never rebuild the model; ``tests/`` check it against a real slimmed count.
+
+:func:`find_roots` picks a model's prunable roots by itself (for models no task hand-lists, such
+as timm's): every layer's group is traced once and kept when it is *inner* (no residual sum, no
+protected layer, one channel per unit, no grouped conv); why each other candidate was left whole
+is returned beside them.
 """
 
 from __future__ import annotations
@@ -82,6 +87,31 @@ def out_channel_group(dg: tp.DependencyGraph, module: nn.Module, idxs: Sequence[
     return dg.get_pruning_group(module, pruner.prune_out_channels, list(idxs))
 
 
+def is_grouped(module: nn.Module) -> bool:
+    """A grouped conv that is not depth-wise (1 < groups < C_in): removing some of its input or
+    output channels must take the same number from every group, which a channel group's plan
+    (any subset of channels) cannot promise."""
+    groups = getattr(module, "groups", 1)
+    return isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and 1 < groups < module.in_channels
+
+
+def group_defect(group: ChannelGroup, model: nn.Module) -> str | None:
+    """Why ``group`` cannot be pruned as one set of channels, or None: a member whose traced
+    index is not one channel per unit (a reshape into attention heads, a q/k/v split), or a grouped
+    conv among its members."""
+    for side in (group.out_index, group.in_index):
+        for member, index in side.items():
+            if len(index) != group.size:
+                return (
+                    f"{member!r} sees {len(index)} channels for the group's {group.size} (a "
+                    "reshape, e.g. into attention heads)"
+                )
+    for member in group.out_members + group.in_members:
+        if is_grouped(model.get_submodule(member)):
+            return f"{member!r} is a grouped conv (groups={model.get_submodule(member).groups})"
+    return None
+
+
 KERNEL_LAYER_TYPES = (nn.Conv2d, nn.Conv3d)  # weight (C_out, C_in/groups, k…): kernel = W[n, c]
 
 
@@ -129,29 +159,88 @@ class Structure:
                     self.bn_after[name] = names[outs[0].module]
         self.groups: dict[str, ChannelGroup] = {}
         for root in prunable:
-            module = model.get_submodule(root)
-            size = dg.get_out_channels(module)
-            group = ChannelGroup(root=root, size=size)
-            for dep, idxs in out_channel_group(dg, module, range(size)).items:
-                target = names.get(dep.target.module)
-                if target is None:  # functional ops (add, cat, …) carry no parameters
-                    continue
-                out = dg.is_out_channel_pruning_fn(dep.handler)
-                side = group.out_members if out else group.in_members
-                if target not in side:
-                    side.append(target)
-                index = [int(getattr(i, "idx", i)) for i in idxs]
-                (group.out_index if out else group.in_index)[target] = index
+            group, _ = trace_group(dg, model, root, names)
             clash = sorted(set(group.out_members) & set(protected))
             if clash:
                 raise ConfigError(
                     f"pruning the output channels of {root!r} would shrink the outputs of "
                     f"protected layer(s) {clash}"
                 )
+            defect = group_defect(group, model)
+            if defect:
+                raise ConfigError(f"the channels of {root!r} cannot be pruned as a group: {defect}")
             self.groups[root] = group
 
     def sizes(self) -> dict[str, int]:
         return {k: g.size for k, g in self.groups.items()}
+
+
+def trace_group(
+    dg: tp.DependencyGraph, model: nn.Module, root: str, names: dict[nn.Module, str]
+) -> tuple[ChannelGroup, set[str]]:
+    """The :class:`ChannelGroup` of ``root``'s output channels, and the autograd op names of the
+    functional nodes it passes through (``AddBackward0`` for a residual sum, …)."""
+    module = model.get_submodule(root)
+    size = dg.get_out_channels(module)
+    group = ChannelGroup(root=root, size=size)
+    ops: set[str] = set()
+    for dep, idxs in out_channel_group(dg, module, range(size)).items:
+        target = names.get(dep.target.module)
+        if target is None:  # functional ops (add, cat, …) carry no parameters
+            ops.add(type(getattr(dep.target, "grad_fn", None)).__name__)
+            continue
+        out = dg.is_out_channel_pruning_fn(dep.handler)
+        side = group.out_members if out else group.in_members
+        if target not in side:
+            side.append(target)
+        index = [int(getattr(i, "idx", i)) for i in idxs]
+        (group.out_index if out else group.in_index)[target] = index
+    return group, ops
+
+
+RESIDUAL_OPS = ("AddBackward0", "SubBackward0")  # two producers summed: a residual stream
+
+
+def find_roots(
+    model: nn.Module, example_input: torch.Tensor, protected: Sequence[str] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """The roots of a model's *inner* channel groups, in module order, and why every other
+    conv/linear layer is not one (``{layer: reason}``).
+
+    Each ungrouped conv and linear layer that is not protected and not already a member of an
+    earlier root's group is traced. Its group is kept unless it passes through a residual sum (the
+    stream shared by every block of a stage stays whole, as the hand-written ImageNet and CIFAR
+    tasks keep it), shrinks a protected layer's outputs, or has a :func:`group_defect` (attention
+    heads, grouped convs). Depth-wise convs, squeeze-excite gates and norms follow their group.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    dg = build_dependency_graph(model, example_input)
+    roots: list[str] = []
+    skipped: dict[str, str] = {}
+    taken: set[str] = set()
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d | nn.Conv3d | nn.Linear) or name in protected:
+            continue
+        if name in taken:
+            continue
+        if getattr(module, "groups", 1) > 1:
+            skipped[name] = "grouped or depth-wise conv (its channels follow its input's)"
+            continue
+        group, ops = trace_group(dg, model, name, names)
+        taken.update(group.out_members)
+        clash = sorted(set(group.out_members) & set(protected))
+        reason = (
+            f"shrinks protected {clash}"
+            if clash
+            else "residual stream (a sum of several layers' outputs)"
+            if ops & set(RESIDUAL_OPS)
+            else group_defect(group, model)
+        )
+        if reason:
+            skipped[name] = reason
+        else:
+            roots.append(name)
+    return roots, skipped
 
 
 class MacModel:
@@ -162,8 +251,12 @@ class MacModel:
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, structure: Structure) -> None:
         self.structure = structure
-        self.per_module = count_macs(model, example_input).per_module
-        self.dense_total = sum(self.per_module.values())
+        count = count_macs(model, example_input)
+        self.per_module = count.per_module
+        # MACs no leaf module owns (attention's q·kᵀ and attn·v inside a parent's forward): the
+        # counter's total includes them and no plan changes them.
+        self.constant = count.total - sum(self.per_module.values())
+        self.dense_total = count.total
 
     def plan_macs(self, plan: Plan) -> int:
         """Analytic MACs of ``plan``: each conv/linear counts its surviving kernels (removed filters
@@ -182,7 +275,7 @@ class MacModel:
 
     def _macs(self, resolved) -> int:
         alive = resolved.alive(self.structure)
-        total = 0
+        total = self.constant
         for name, macs in self.per_module.items():
             a = alive.get(name)
             if name in resolved.lowrank:

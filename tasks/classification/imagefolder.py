@@ -83,6 +83,7 @@ def imagefolder_splits(
     num_classes: int,
     val_per_class: int = 10,
     crop: int = 224,
+    transforms: dict | None = None,
 ) -> tuple[Dataset, Dataset, Dataset]:
     """Train / val (held out of train) / test (``root/val``) datasets.
 
@@ -91,6 +92,8 @@ def imagefolder_splits(
         sizes: ``train``/``val``/``test`` caps (None = all), each a seeded random subset.
         num_classes: the model's outputs; the tree may have fewer classes, never more.
         val_per_class: images per class held out of ``train`` for selection (seed 0).
+        transforms: ``{"train": …, "eval": …}`` (default: torchvision's reference presets at
+            ``crop``; a timm model brings its own).
     """
     if root is None:
         raise ConfigError(f"data=disk needs data.root: {LAYOUT}; or use data=embedded")
@@ -114,7 +117,7 @@ def imagefolder_splits(
         pick = torch.randperm(len(idx), generator=gen)[: min(val_per_class, len(idx) - 1)]
         held.update(idx[j] for j in pick.tolist())
     train_idx = [i for i in range(len(train_folder.samples)) if i not in held]
-    tf = reference_transforms(crop, round(crop * 256 / 224))
+    tf = transforms or reference_transforms(crop, round(crop * 256 / 224))
     return (
         FolderSubset(train_folder, _subset(train_idx, sizes["train"], gen), tf["train"]),
         FolderSubset(train_folder, _subset(sorted(held), sizes["val"], gen), tf["eval"]),

@@ -102,6 +102,10 @@ class ImageNetClassification(Task):
             ) from None
         return str(path)
 
+    def disk_transforms(self) -> dict | None:
+        """The ``data=disk`` transforms (None: torchvision's reference presets)."""
+        return None
+
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         gen = torch.Generator().manual_seed(0)
         return torch.randn(batch_size, 3, self.input_size, self.input_size, generator=gen)
@@ -143,4 +147,5 @@ class ImageNetClassification(Task):
             self.num_classes,
             int(data.get("val_per_class", 10)),
             self.input_size,
+            self.disk_transforms(),
         )

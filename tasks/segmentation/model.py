@@ -10,6 +10,10 @@ a dilated stage the stage's dilation (block 0 and its 1×1 downsample included),
 ``replace_stride_with_dilation`` gives block 0's 3×3 conv the previous dilation (OS 8, ResNet-50:
 ``layer3[0].conv2`` has dilation 2 and ``layer4[0].conv2`` 4 here, 1 and 2 in torchvision). Same
 parameters and MACs, slightly different function.
+
+A timm encoder through smp's ``tu-`` prefix (``task.encoder=tu-regnety_016``) is built the same
+way (smp's ``TimmUniversalEncoder``, ``features_only``, random weights); its prunable channels
+are found by tracing (``prunebench.surgery.structure.find_roots``), as for ``task=imagenet_timm``.
 """
 
 from __future__ import annotations
@@ -18,13 +22,21 @@ import os
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from prunebench.errors import ConfigError
 
-ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101")
+ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101")  # or tu-<any timm model>
+
+
+def timm_encoder(encoder: str) -> str | None:
+    """The timm model name of a ``tu-<name>`` encoder, else None."""
+    return encoder[3:] if encoder.startswith("tu-") else None
+
+
 OUTPUT_STRIDES = (8, 16)
 
 
@@ -77,8 +89,11 @@ def build_deeplab(
     """
     if arch not in ARCHS:
         raise ConfigError(f"task.arch={arch!r}; choices: {sorted(ARCHS)}")
-    if encoder not in ENCODERS:
-        raise ConfigError(f"task.encoder={encoder!r}; choices: {ENCODERS}")
+    name = timm_encoder(encoder)
+    if encoder not in ENCODERS and not (name and timm.is_model(name)):
+        raise ConfigError(
+            f"task.encoder={encoder!r}; choices: {ENCODERS}, or tu-<a timm model name>"
+        )
     if output_stride not in OUTPUT_STRIDES:
         raise ConfigError(f"task.output_stride={output_stride!r}; choices: {OUTPUT_STRIDES}")
     return ARCHS[arch](
@@ -95,6 +110,11 @@ def build_deeplab(
 def load_backbone(model: nn.Module, path: str | Path, encoder: str) -> str:
     """Load a torchvision ResNet state dict (``fc.*`` dropped) into ``model.encoder``; returns the
     file's path. A missing file or another architecture's weights is a ConfigError."""
+    if timm_encoder(encoder):
+        raise ConfigError(
+            f"task.pretrained_backbone loads a torchvision ResNet state dict; task.encoder="
+            f"{encoder!r} is a timm encoder (not supported: use a resnet encoder)"
+        )
     path = Path(os.path.expanduser(str(path)))
     if not path.is_file():
         raise ConfigError(

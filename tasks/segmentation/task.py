@@ -10,12 +10,14 @@ declares it.
 
 from __future__ import annotations
 
+import timm
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
 from prunebench.errors import ConfigError
+from prunebench.surgery.structure import find_roots
 from prunebench.task import Splits, Task
 from tasks.segmentation.data import (
     IGNORE,
@@ -26,7 +28,7 @@ from tasks.segmentation.data import (
 )
 from tasks.segmentation.disk import disk_readers
 from tasks.segmentation.embedded import make_scenes
-from tasks.segmentation.model import build_deeplab, load_backbone
+from tasks.segmentation.model import build_deeplab, load_backbone, timm_encoder
 
 TIER_KEYS = (
     "encoder",
@@ -159,6 +161,9 @@ class Segmentation(Task):
             for n, _ in model.named_modules()
             if n.startswith("encoder.layer") and n.rsplit(".", 1)[-1] in inner
         ]
+        if timm_encoder(self.encoder):  # traced: the encoder's inner channel groups
+            roots, _ = find_roots(model, self.example_input(), self.protected_layers(model))
+            encoder = [n for n in roots if n.startswith("encoder.")]
         decoder = []
         for n in DECODER_PRUNABLE[self.arch]:
             if not isinstance(model.get_submodule(n), nn.Conv2d):
@@ -167,6 +172,10 @@ class Segmentation(Task):
         return encoder + decoder
 
     def protected_layers(self, model: nn.Module) -> list[str]:
+        name = timm_encoder(self.encoder)
+        if name:  # timm's first conv, inside smp's wrapper
+            first = timm.models.get_pretrained_cfg(name).first_conv
+            return [f"encoder.model.{first}", "segmentation_head.0"]
         return ["encoder.conv1", "segmentation_head.0"]
 
     def loss(self, output: torch.Tensor, batch) -> torch.Tensor:
