@@ -87,20 +87,33 @@ class ImageNetClassification(Task):
         if path is None:
             return None
         if not path.is_file():
-            raise ConfigError(
-                f"task.pretrained: {path} is not a file; give a torchvision {self.arch} state dict "
-                f"(e.g. {ARCHS[self.arch][1]}) or put it under $TORCH_HOME/hub/checkpoints/"
-            )
+            raise ConfigError(f"task.pretrained: {path} is not a file; give {self.weights_hint()}")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except Exception as exc:  # noqa: BLE001 — wrong architecture, cut or foreign file
             first = str(exc).strip().splitlines()
             raise ConfigError(
-                f"task.pretrained: {path} is not a torchvision {self.arch} state dict with "
+                f"task.pretrained: {path} is not {self.weights_what()} with "
                 f"{self.num_classes} classes ({first[0] if first else type(exc).__name__} …)"
             ) from None
         return str(path)
+
+    def weights_what(self) -> str:
+        """What a ``task.pretrained`` file must be, for the error that refuses another."""
+        return f"a torchvision {self.arch} state dict"
+
+    def weights_hint(self) -> str:
+        """Where such a file comes from, for the error that names a missing one."""
+        return (
+            f"a torchvision {self.arch} state dict (e.g. {ARCHS[self.arch][1]}) or put it under "
+            "$TORCH_HOME/hub/checkpoints/"
+        )
 
     def disk_transforms(self) -> dict | None:
         """The ``data=disk`` transforms (None: torchvision's reference presets)."""

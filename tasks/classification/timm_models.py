@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import timm
-import torch
 from timm.data import create_transform, resolve_data_config
 from torch import nn
 
@@ -107,30 +106,11 @@ class TimmClassification(ImageNetClassification):
     def pretrained_path(self) -> Path | None:
         return Path(os.path.expanduser(self.pretrained)) if self.pretrained else None
 
-    def load_pretrained(self, model: nn.Module) -> str | None:
-        path = self.pretrained_path()
-        if path is None:
-            return None
-        if not path.is_file():
-            raise ConfigError(
-                f"task.pretrained: {path} is not a file; give a state dict of timm's "
-                f"{self.model_name} (.pth or .safetensors)"
-            )
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
+    def weights_what(self) -> str:
+        return f"a state dict of timm's {self.model_name}"
 
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as exc:  # noqa: BLE001 — wrong architecture, cut or foreign file
-            first = str(exc).strip().splitlines()
-            raise ConfigError(
-                f"task.pretrained: {path} is not a state dict of timm's {self.model_name} with "
-                f"{self.num_classes} classes ({first[0] if first else type(exc).__name__} …)"
-            ) from None
-        return str(path)
+    def weights_hint(self) -> str:
+        return f"a state dict of timm's {self.model_name} (.pth or .safetensors)"
 
     def protected_layers(self, model: nn.Module) -> list[str]:
         names = dict(model.named_modules())
