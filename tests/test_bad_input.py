@@ -100,7 +100,7 @@ CATALOGUE = [
     (["method=kcp", "method.step_reduction=abc"], ["method.step_reduction='abc'", "(0, 1]"]),
     (["method=spp", "method.A=abc"], ["method.A='abc'", "a number", "(0, 1]"]),
     (["method=spp", "method.A=-1"], ["method.A=-1", "(0, 1]"]),
-    (["method=spp", "method.mask_gradients=2"], ["method.mask_gradients=2", "true or false"]),
+    (["method=spp", "method.score_decay=2"], ["method.score_decay=2", "[0, 1]"]),
     (["method=lapp", "method.tau=0"], ["method.tau=0", "(0, inf)"]),
     (["method=lapp", "method.prune_epochs=-1"], ["method.prune_epochs=-1", "null or"]),
     (["method=cap", "method.calib_fraction=0"], ["method.calib_fraction=0", "(0, 1]"]),
