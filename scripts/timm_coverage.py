@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prunebench.errors import PrunebenchError  # noqa: E402
+from prunebench.reporting.records import checkpoint_file  # noqa: E402
 from prunebench.running.checkpoint import load  # noqa: E402
 from prunebench.running.pipeline import Pipeline  # noqa: E402
 from prunebench.surgery.export import OrtModule, export_onnx, parity  # noqa: E402
@@ -111,7 +112,7 @@ def run_pair(model: str, method: str, target: float, workdir: Path) -> dict:
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return {**out, "outcome": "failed", "reason": why, "seconds": _since(start)}
     x = p.task.example_input(2)
-    loaded = load(rec["checkpoint"])
+    loaded = load(checkpoint_file(rec))
     deployed = remove_masks(copy.deepcopy(p.slimmed), bake=True).eval()
     with torch.no_grad():
         reload_diff = float((loaded(x) - deployed(x)).abs().max())
@@ -140,7 +141,7 @@ def run_pair(model: str, method: str, target: float, workdir: Path) -> dict:
 def _entries(rec: dict) -> list[dict]:
     from prunebench.running.checkpoint import read_checkpoint
 
-    return list(read_checkpoint(rec["checkpoint"])["plan"]["entries"].values())
+    return list(read_checkpoint(checkpoint_file(rec))["plan"]["entries"].values())
 
 
 def _since(start: float) -> float:

@@ -215,7 +215,7 @@ def test_pipeline_records_caps_data_use_and_controls_run_without_finetune(cfg_fa
 
 
 def test_psd_solve_paths_agree(monkeypatch):
-    from methods import compensation
+    from methods import cap_compensation as compensation
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 6, dtype=torch.float64, generator=g)

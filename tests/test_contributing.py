@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from hydra import compose, initialize_config_dir
 
+from prunebench.reporting.records import checkpoint_file
 from prunebench.running.pipeline import Pipeline
 from tests.conftest import ROOT, TINY
 
@@ -61,7 +62,7 @@ def test_a_method_from_a_temporary_folder_runs_end_to_end(tmp_path, monkeypatch)
     rec = Pipeline(cfg).run()
     assert rec["status"] == "ok" and rec["method"] == "toy"
     assert abs(rec["achieved_macs_reduction"] - 0.5) <= 0.01
-    plan = torch.load(rec["checkpoint"], weights_only=False)["plan"]
+    plan = torch.load(checkpoint_file(rec), weights_only=False)["plan"]
     assert plan["entries"], "the toy pruned nothing"
     for name, entry in plan["entries"].items():
         keep = entry["keep"]

@@ -23,6 +23,7 @@ from methods.trp import TRP
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext
 from prunebench.plan import Plan, PlanEntry
+from prunebench.reporting.records import checkpoint_file
 from prunebench.running.checkpoint import load
 from prunebench.running.pipeline import Pipeline, _instantiate
 from prunebench.surgery.masks import apply_masks
@@ -166,7 +167,7 @@ def test_smoke_run_on_a_depthwise_model_reloads_from_its_checkpoint(tmp_path):
     assert rec["status"] == "ok" and rec["task"] == "timm_mobilenetv3_large_100"
     assert abs(rec["achieved_macs_reduction"] - 0.3) <= 0.01
     assert rec["macs"]["compressed"] == rec["macs"]["realised"]  # filter plan: exact
-    loaded = load(rec["checkpoint"])
+    loaded = load(checkpoint_file(rec))
     x = torch.zeros(1, 3, 64, 64)
     assert count_macs(loaded, x).total == rec["macs"]["realised"]
     assert loaded(x).shape == (1, 1000)
