@@ -171,6 +171,7 @@ def test_target_below_one_unit_is_refused():
     from prunebench.method import CompressContext
     from tasks.classification.resnet_cifar import CifarResNet
 
+    torch.manual_seed(1)  # the weights and scores (at some draws 0.02 is out of the solver's reach)
     model = CifarResNet(8)
     prunable = [n for n, _ in model.named_modules() if n.endswith(".conv1") and "layer" in n]
     ctx = CompressContext.build(model, torch.randn(1, 3, 32, 32), prunable, ["conv1", "fc"], 1e-9)
