@@ -240,7 +240,7 @@ class Pipeline:
             batch_size,
         )
         baseline, info = self._timed("baseline", self._baseline)
-        compressed, plan, mac_model = self._timed("compress", self._compress, baseline)
+        _, compressed, plan, mac_model = self._timed("compress", self._compress, baseline)
         if self.finetune_epochs:
             self._timed(
                 "finetune",
@@ -284,8 +284,9 @@ class Pipeline:
                 info["source"] = "pretrained"
         return model, info
 
-    def _compress(self, baseline: nn.Module) -> tuple[nn.Module, Any, MacModel]:
-        """The method's plan on a copy of the baseline (or a fresh model), and the slimmed model."""
+    def _compress(self, baseline: nn.Module) -> tuple[nn.Module, nn.Module, Any, MacModel]:
+        """The method's model after compress (masked, or as the method left it), the slimmed model,
+        the plan and the MAC model; the model is returned for probes such as scripts/timm_coverage.py."""
         if self.method.start == "scratch":
             pl.seed_everything(self.seed + 1, workers=True, verbose=False)
             model = self.task.build_model()
@@ -315,7 +316,7 @@ class Pipeline:
             traced=getattr(self, "traced", None),
         )
         plan = self.method.compress(ctx)
-        return slim(model, plan, example, ctx.structure), plan, ctx.mac_model
+        return model, slim(model, plan, example, ctx.structure), plan, ctx.mac_model
 
     def _record(
         self,
