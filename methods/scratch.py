@@ -24,6 +24,7 @@ from torch import nn
 
 from prunebench.errors import ConfigError
 from prunebench.method import CompressContext, Method
+from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 from prunebench.surgery.bypass import KINDS, add_bypasses
 
@@ -32,18 +33,13 @@ from prunebench.surgery.bypass import KINDS, add_bypasses
 class Scratch(Method):
     start = "scratch"
     finetune = False
-    widths: dict[str, int] | None = None
-    epochs: int | None = None
-    bypass: str = "none"  # the method's bypass beside every pruned k×k conv (LAPP: conv1x1)
-    warmup_epochs: float = 0.0  # the method's own warm-up at the recipe's warmup_factor
+    widths: dict[str, int] | None = option(None)
+    epochs: int | None = option(None, within="[1, inf)")
+    bypass: str = option("none", choices=KINDS)  # the method's bypass (LAPP: conv1x1)
+    warmup_epochs: float = option(0.0, within="[0, inf)")  # the method's own warm-up
 
     def __post_init__(self) -> None:
-        if self.bypass not in KINDS:
-            raise ConfigError(f"method.bypass={self.bypass!r}; choices: {KINDS}")
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise ConfigError(f"method.epochs={self.epochs!r}: must be an integer ≥ 1 or null")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"method.warmup_epochs={self.warmup_epochs!r}: must be ≥ 0")
+        super().__post_init__()
         for name, width in (self.widths or {}).items():
             if not isinstance(width, int) or width < 1:
                 raise ConfigError(f"method.widths.{name}={width!r}: must be an integer ≥ 1")
