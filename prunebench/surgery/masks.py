@@ -65,11 +65,14 @@ class LowRankProjection(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         # in full precision under mixed-precision training: an SVD and its product in bf16
         # would not be the rank-r projection
+        # (a half-precision weight is lifted to float32; float64 stays float64)
         with torch.autocast(weight.device.type, enabled=False):
-            m = as_matrix(weight.float(), self.scheme, weight.dim() - 2)
+            full = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
+            m = as_matrix(full, self.scheme, weight.dim() - 2)
             u, s, vh = svd(m)
             r = self.rank
-            return from_matrix((u[:, :r] * s[:r]) @ vh[:r], weight.shape, self.scheme)
+            low = from_matrix((u[:, :r] * s[:r]) @ vh[:r], weight.shape, self.scheme)
+            return low.to(weight.dtype)
 
 
 def register_kernel_mask(module: nn.Module, mask: torch.Tensor) -> None:
