@@ -10,6 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
+import prunebench.running  # noqa: F401 — registers the run config's schema with Hydra
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
