@@ -32,6 +32,8 @@ def fingerprint(tmp_path: Path, method: str) -> dict:
 
     pipe._compress = capture  # type: ignore[method-assign]
     rec = pipe.run()
+    # a fingerprint of anything but one ok run with one compress stage would pin nonsense
+    assert rec["status"] == "ok" and len(plans) == 1, (method, rec["status"], len(plans))
     plan = json.dumps(plans[0].to_dict(), sort_keys=True)
     return {
         "plan_sha256": hashlib.sha256(plan.encode()).hexdigest(),
