@@ -90,3 +90,17 @@ def test_unknown_method_lists_choices(tmp_path):
     out = run_py(tmp_path, "method=nosuch", "logger=none")
     assert out.returncode == 2  # bad input, like every other refusal
     assert "Could not find 'method/nosuch'" in out.stderr and "magnitude" in out.stderr
+
+
+def test_compress_draws_the_same_numbers_from_a_cached_baseline(tmp_path):
+    """CaP calibrates on augmented training crops: a run that trains its baseline and a rerun that
+    loads it from the cache must keep the same channels, compute the same weights and reach the same metrics."""
+    recs = []
+    for extra in ((), ("force=true",)):
+        out = run_py(tmp_path, "method=cap", "logger=none", *extra)
+        assert out.returncode == 0, out.stderr[-2000:]
+        recs.append(json.loads(next((tmp_path / "results").rglob("*.json")).read_text()))
+    assert [r["baseline"]["source"] for r in recs] == ["trained", "cache"]
+    assert recs[0]["plan_widths"] == recs[1]["plan_widths"]
+    assert recs[0]["weights_sha256"] == recs[1]["weights_sha256"]  # the compensated weights too
+    assert recs[0]["test"] == recs[1]["test"]

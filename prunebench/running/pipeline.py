@@ -287,8 +287,10 @@ class Pipeline:
     def _compress(self, baseline: nn.Module) -> tuple[nn.Module, nn.Module, Any, MacModel]:
         """The method's model after compress (masked, or as the method left it), the slimmed model,
         the plan and the MAC model; the model is returned for probes such as scripts/timm_coverage.py."""
+        # Reseed here, so the compress and finetune stages (calibration crops, augmentation) draw the
+        # same random numbers whether the baseline was trained in this process or loaded from cache.
+        pl.seed_everything(self.seed + 1, workers=True, verbose=False)
         if self.method.start == "scratch":
-            pl.seed_everything(self.seed + 1, workers=True, verbose=False)
             model = self.task.build_model()
         else:
             model = copy.deepcopy(baseline)
