@@ -13,6 +13,7 @@ from prunebench.reporting.headline import KINDS, cell, headline, summary_words
 from prunebench.reporting.leaderboard import Row
 from prunebench.reporting.matching import NOISE_RULE
 from prunebench.reporting.report import metric_scale
+from prunebench.reporting.verdict import claims_section
 
 SPEEDUP_DENSE_TOLERANCE = 0.10  # a dense-vs-itself speed-up off 1 by more: the timing is noise
 SPEEDUP_NOTE = (
@@ -175,6 +176,7 @@ def render_markdown(
         out.append("")
     if not tables:
         out += ["No records matched.", ""]
+    out += claims_section(claims, tables)
     if failed:
         out += [
             "## Failed runs",
