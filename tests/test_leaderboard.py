@@ -204,6 +204,7 @@ def test_claims_file_validates_and_covers_every_method():
         ),
         (lambda d: d["methods"]["random"].pop("reason"), "without a `reason`"),
         (lambda d: d["methods"]["kcp"]["claims"][0].update(task=None), "model"),
+        (lambda d: d["methods"]["cap"]["claims"][0]["stand_in"].pop("why"), "stand_in"),
     ],
 )
 def test_claims_schema_errors(edit, message):

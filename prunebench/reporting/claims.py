@@ -40,6 +40,13 @@ def _check_claim(method: str, i: int, c: dict[str, Any]) -> None:
         raise RecordError(
             f"{where}: task is null, so `model` must say which model the claim is about"
         )
+    stand_in = c.get("stand_in")
+    if stand_in is not None and (
+        not isinstance(stand_in, dict)
+        or not isinstance(stand_in.get("tasks"), list)
+        or not stand_in.get("why")
+    ):
+        raise RecordError(f"{where}: stand_in needs `tasks` (a list) and `why`")
     if not isinstance(c.get("hparams", {}), dict):
         raise RecordError(f"{where}: hparams must map hyper-parameter names to values")
     if c["verified"] not in ("V", "U"):
