@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         if published
         else f"the run records of the user folder `{results}` (not the published ones)"
     )
-    markdown = render_markdown(tables, claims, problems, failed, source)
+    every_failed = failed_runs(current, args.task, args.tier, args.data)
+    markdown = render_markdown(tables, claims, problems, failed, source, every_failed)
     out = results / "LEADERBOARD.md" if args.publish else args.out
     plots = results / "plots" if args.publish else args.plots
     if out:

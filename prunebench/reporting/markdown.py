@@ -9,6 +9,7 @@ import statistics
 from typing import Any
 
 from prunebench.reporting.claims import claims_for, macs_reduction
+from prunebench.reporting.coverage import coverage_section
 from prunebench.reporting.headline import KINDS, cell, headline, summary_words
 from prunebench.reporting.leaderboard import Row
 from prunebench.reporting.matching import NOISE_RULE
@@ -114,9 +115,11 @@ def render_markdown(
     problems: list[str],
     failed: list[dict[str, Any]] | None = None,
     source: str = "the run records under `results/records/`",
+    grid_failed: list[dict[str, Any]] | None = None,
 ) -> str:
     """The whole ``LEADERBOARD.md`` text; ``failed`` records (only when asked) are listed apart,
-    at the end, with the stage and reason."""
+    at the end, with the stage and reason. With ``grid_failed`` (every failed record, listed or
+    not), a coverage matrix of the grid follows the tables."""
     out = [
         "# prunebench leaderboard",
         "",
@@ -176,6 +179,8 @@ def render_markdown(
         out.append("")
     if not tables:
         out += ["No records matched.", ""]
+    if grid_failed is not None and tables:
+        out += coverage_section(tables, grid_failed)
     out += claims_section(claims, tables)
     if failed:
         out += [
