@@ -1,7 +1,9 @@
 """Does the MACs counter reproduce the reference table of docs/architecture.md? Counted vs reference, per row.
 
 Every row the project's tasks build: CIFAR ResNet-20/56 with option A and B shortcuts (the
-classification task's builder), torchvision ResNet-18/50 at 224 (the ImageNet task's builder),
+classification task's builder), torchvision ResNet-18/50, AlexNet and VGG-16 at 224 (the ImageNet
+task's builder; AlexNet's and VGG-16's references are torchvision's weights metadata, ``_ops`` in
+G MACs to the digits torchvision prints and ``num_params``),
 DeepLabV3-ResNet50 + aux head at 520×520, 21 classes (torchvision's builder, ``weights=None``),
 and PSMNet at 256×512, maxdisp 192 (the stereo task's builder: its row appears when
 ``tasks.stereo`` imports, else it is marked "not built yet"). The segmentation task's own model
@@ -50,6 +52,8 @@ REFERENCE = {
     "cifar_resnet56_B": (125_747_840, 1, 851_504, 1, "conv+fc weights"),
     "resnet18_224": (1_814_073_344, 1, 11_689_512, 1, "all"),
     "resnet50_224": (4_089_184_256, 1, 25_557_032, 1, "all"),
+    "alexnet_224": (0.714e9, 1e6, 61_100_840, 1, "all"),  # torchvision's _ops 0.714
+    "vgg16_224": (15.47e9, 1e7, 138_357_544, 1, "all"),  # torchvision's _ops 15.47
     "deeplabv3_resnet50_aux_520": (178_721_945_088, 1, 42_004_074, 1, "all"),
     "psmnet_256x512_d192": (184.7e9, 1e8, 5.22e6, 1e4, "all"),
     # Not in §4: the segmentation task's own (smp) DeepLabV3-R50, OS 8, 21 classes, no aux head,
@@ -143,9 +147,9 @@ def _models(skip_deeplab: bool) -> tuple[list[tuple], list[dict]]:
             task.shortcut = shortcut
             model = task.build_model()
             out.append((f"cifar_resnet{depth}_{shortcut}", model, (task.example_input(1),)))
-    for arch in (18, 50):
-        task = task_from_conf(f"imagenet_resnet{arch}")
-        out.append((f"resnet{arch}_224", task.build_model(), (task.example_input(1),)))
+    for arch in ("resnet18", "resnet50", "alexnet", "vgg16"):
+        task = task_from_conf(f"imagenet_{arch}")
+        out.append((f"{arch}_224", task.build_model(), (task.example_input(1),)))
     for name in TIMM_COVERED:
         task = task_from_conf("imagenet_timm", model=name, input_size=224, tier_input_size=None)
         out.append((f"timm_{name}_224", task.build_model(), (task.example_input(1),)))

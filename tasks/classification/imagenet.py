@@ -1,11 +1,13 @@
-"""ImageNet classification with torchvision's ResNet-18 / ResNet-50 (v1.5), top-1 and top-5.
+"""ImageNet classification with torchvision's ResNet-18 / ResNet-50 (v1.5), AlexNet and VGG-16,
+top-1 and top-5.
 
 The model is exactly torchvision's (built with ``weights=None``: nothing is ever downloaded), so
 MACs, params and pretrained state dicts are the ones the papers report against. ``data=disk``
 reads the ImageFolder layout; ``data=embedded`` is a generated stand-in that is **not
 ImageNet**: 20 classes of shapes (10 shapes × small/large) at ``embedded.size`` px (64 by
 default), fed to the same 1000-way model (the stand-in uses outputs 0–19), so that the
-architecture, and every MACs figure, stays ImageNet's.
+architecture, and every MACs figure, stays ImageNet's. AlexNet takes no less than 63 px and
+VGG-16 no less than 32 px (torchvision's ``min_size``): a smaller stand-in or input is refused.
 """
 
 from __future__ import annotations
@@ -30,22 +32,27 @@ ARCHS = {
     # arch → torchvision builder, the IMAGENET1K_V1 file name torchvision caches it under
     "resnet18": (torchvision.models.resnet18, "resnet18-f37072fd.pth"),
     "resnet50": (torchvision.models.resnet50, "resnet50-0676ba61.pth"),
+    "alexnet": (torchvision.models.alexnet, "alexnet-owt-7be5be79.pth"),
+    "vgg16": (torchvision.models.vgg16, "vgg16-397923af.pth"),
 }
+# Plain conv chains (``features``) then a three-layer classifier: the first conv and the
+# 1000-way head are protected.
+PLAIN = {"alexnet": ("features.0", "classifier.6"), "vgg16": ("features.0", "classifier.6")}
 
 
 class ImageNetClassification(Task):
-    """torchvision ResNet on ImageNet (or its embedded stand-in).
+    """A torchvision classifier on ImageNet (or its embedded stand-in).
 
     Args:
         name: config name.
-        arch: ``resnet18`` or ``resnet50``.
+        arch: ``resnet18``, ``resnet50``, ``alexnet`` or ``vgg16``.
         recipe: stage → optimiser recipe (``prunebench.task.OptimSpec``).
         num_classes: 1000.
         input_size: the stated input (224) for MACs, latency and the disk transforms.
         pretrained: a local torchvision state-dict file, ``torch_home`` to take
             ``$TORCH_HOME/hub/checkpoints/<torchvision's file name>``, or None (train).
         embedded: the stand-in's ``size`` (px) and ``scale_bands`` (classes = 10 × bands).
-        paper / cpu: the tiers' task-specific numbers (read by ``conf/budget``).
+        paper / cpu / smoke: the tiers' task-specific numbers (read by ``conf/budget``).
     """
 
     metric = "top1"
@@ -62,6 +69,7 @@ class ImageNetClassification(Task):
         embedded: dict | None = None,
         paper: dict | None = None,
         cpu: dict | None = None,
+        smoke: dict | None = None,
     ) -> None:
         super().__init__(name, recipe, paper)
         if arch not in ARCHS:
@@ -69,7 +77,13 @@ class ImageNetClassification(Task):
         self.arch, self.num_classes, self.input_size = arch, num_classes, input_size
         self.pretrained = pretrained
         self.embedded = {"size": 64, "scale_bands": 2, **(embedded or {})}
-        self.cpu = dict(cpu or {})
+        self.cpu, self.smoke = dict(cpu or {}), dict(smoke or {})
+        smallest = min_size_px(arch)
+        for key, px in (("embedded.size", self.embedded["size"]), ("input_size", input_size)):
+            if int(px) < smallest:
+                raise ConfigError(
+                    f"task.{key}={px}: torchvision's {arch} takes no less than {smallest} px"
+                )
 
     def build_model(self) -> nn.Module:
         return ARCHS[self.arch][0](weights=None, num_classes=self.num_classes)
@@ -124,6 +138,12 @@ class ImageNetClassification(Task):
         return torch.randn(batch_size, 3, self.input_size, self.input_size, generator=gen)
 
     def prunable_layers(self, model: nn.Module) -> list[str]:
+        if self.arch in PLAIN:
+            # Every conv's output channels but the protected first conv's; conv5's are read by
+            # the first classifier layer through adaptive-avgpool → flatten (H·W columns each,
+            # prunebench.surgery.structure). The hidden classifier layers stay whole.
+            first = PLAIN[self.arch][0]
+            return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n != first]
         # Channels inside blocks only (BasicBlock conv1; Bottleneck conv1 and conv2): the
         # residual stream is shared by every block of a stage.
         inner = ("conv1",) if self.arch == "resnet18" else ("conv1", "conv2")
@@ -134,7 +154,7 @@ class ImageNetClassification(Task):
         ]
 
     def protected_layers(self, model: nn.Module) -> list[str]:
-        return ["conv1", "fc"]
+        return list(PLAIN.get(self.arch, ("conv1", "fc")))
 
     def loss(self, output: torch.Tensor, batch) -> torch.Tensor:
         return F.cross_entropy(output, batch[1])
@@ -162,3 +182,10 @@ class ImageNetClassification(Task):
             self.input_size,
             self.disk_transforms(),
         )
+
+
+def min_size_px(arch: str) -> int:
+    """The smallest input side ``arch`` takes, from torchvision's weights metadata (no download):
+    63 px for AlexNet (its three stride-2 pools), 32 for VGG-16 (five), 1 for the ResNets."""
+    weights = torchvision.models.get_model_weights(arch)
+    return int(max(weights.DEFAULT.meta["min_size"]))
