@@ -16,10 +16,16 @@ def _resolved(tmp_path, *overrides: str) -> dict:
 
 
 @pytest.mark.parametrize("task", ["cifar10_resnet20", "cifar10_resnet56"])
-def test_the_cpu_tier_warms_the_cifar_baseline_up_linearly_and_paper_is_untouched(tmp_path, task):
+def test_the_cpu_tier_warms_the_cifar_baseline_up_in_the_lr_01_family_and_paper_is_untouched(
+    tmp_path, task
+):
     cpu = apply_tier_recipe(_resolved(tmp_path, f"task={task}", "budget=cpu"))
     base = cpu["task"]["recipe"]["baseline"]
-    assert (base["lr"], base["batch_size"]) == (0.1, 128)  # He et al.'s lr and batch
+    # He et al.'s lr 0.1 at batch 128, or the same lr per image at batch 32 (ResNet-56: 4× steps)
+    want = {"cifar10_resnet20": (0.1, 128), "cifar10_resnet56": (0.025, 32)}[task]
+    assert (base["lr"], base["batch_size"]) == want
+    ft = cpu["task"]["recipe"]["finetune"]
+    assert ft["lr"] / ft["batch_size"] == pytest.approx(0.01 / 128)  # the finetune's family too
     assert (base["warmup_epochs"], base["warmup_shape"], base["warmup_factor"]) == (
         2,
         "linear",
