@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from prunebench.errors import ConfigError, RecordError
 from prunebench.method import CompressContext
@@ -35,6 +34,7 @@ from prunebench.reporting.leaderboard import current_records, load_records
 from prunebench.reporting.matching import CONTROLS, control_specs
 from prunebench.reporting.records import read_record
 from prunebench.running.baseline import baseline_key
+from prunebench.running.pipeline import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,9 +49,11 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def compose_cfg(overrides: list[str]) -> dict[str, Any]:
+    """The run config ``run.py`` would run with ``overrides``, as its record keeps it (the
+    tier's recipe merged in, ``trainer.precision: auto`` resolved for this machine)."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return run_config(cfg)
 
 
 def baseline_mismatch(record: dict[str, Any], overrides: list[str]) -> str | None:

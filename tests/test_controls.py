@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from prunebench.reporting.headline import headline
 from prunebench.reporting.leaderboard import aggregate, load_records
 from prunebench.reporting.records import write_record
 from prunebench.running.baseline import baseline_key
+from prunebench.running.pipeline import run_config
 from scripts.controls import main as controls_main
 from tests.conftest import make_cfg
 from tests.test_records import minimal_record
@@ -31,7 +31,7 @@ TINY = (
 def method_record(tmp_path: Path, seed: int = 0, post: int = 128, **over) -> Path:
     """A KCP record as the smoke tier would write it, its baseline hash the real one."""
     cfg = make_cfg(tmp_path, "method=kcp", f"seed={seed}", *TINY)
-    cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = run_config(cfg)  # as a record keeps it: precision resolved, the tier's recipe merged
     r = minimal_record(
         point_id=f"{TASK}-kcp-s{seed}",
         run_id=f"kcp{seed}",
