@@ -32,7 +32,7 @@ from prunebench.errors import ConfigError, RecordError
 from prunebench.method import CompressContext
 from prunebench.reporting.leaderboard import current_records, load_records
 from prunebench.reporting.matching import CONTROLS, control_specs
-from prunebench.reporting.records import read_record
+from prunebench.reporting.records import checkpoint_file, read_record
 from prunebench.running.baseline import baseline_key
 from prunebench.running.pipeline import run_config
 
@@ -111,6 +111,21 @@ def feasible_target(cfg: dict[str, Any], target: float) -> float:
     return math.floor(lo * 1000) / 1000
 
 
+def scratch_refusal(record: dict[str, Any]) -> str | None:
+    """Why the record's architecture cannot be a scratch control (the ``scratch`` method builds
+    filter-pruned architectures only, e.g. not TRP's low-rank pairs), read from the plan in its
+    checkpoint; None when it can, or when the checkpoint is not on this machine (``run.py``
+    then refuses the point itself if it must)."""
+    try:
+        plan = torch.load(checkpoint_file(record), map_location="cpu", weights_only=False)["plan"]
+    except (RecordError, OSError, KeyError):
+        return None
+    kinds = sorted({e["kind"] for e in plan["entries"].values()} - {"filter"})
+    if not kinds:
+        return None
+    return f"its plan has {', '.join(kinds)} entries; the scratch control builds filter plans only"
+
+
 def select(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
     """The method records to match, or an error line."""
     if args.method in CONTROLS or args.method == "dense":
@@ -181,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         finetuned = [s for s in specs if s.method != "scratch"]
+        refusal = scratch_refusal(rec) if len(finetuned) < len(specs) else None
+        if refusal:
+            print(f"note: {rec['point_id']}: no scratch control: {refusal}", file=sys.stderr)
+            specs = finetuned
         cfg = compose_cfg([*finetuned[0].overrides, *extra])
         reach = feasible_target(cfg, finetuned[0].target)
         if reach < finetuned[0].target:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from prunebench.reporting.headline import headline
 from prunebench.reporting.leaderboard import aggregate, load_records
@@ -127,6 +128,29 @@ def test_bad_requests_are_one_line_and_run_nothing(tmp_path, capsys, setup, more
     assert err.startswith("error:") and len(err.splitlines()) == 1, err
     assert all(w in err for w in words), err
     assert _files(tmp_path) == before
+
+
+def test_a_low_rank_plan_gets_no_scratch_control_and_says_why(tmp_path, capsys):
+    """TRP from scratch: the scratch control would need its low-rank pairs, which the scratch
+    method cannot build, so only magnitude and random run, and a note says so."""
+    entry = {"kind": "lowrank", "size": 16, "keep": list(range(5))}
+    ckpt = tmp_path / "runs" / "checkpoints" / TASK / "trp.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"plan": {"entries": {"layer1.0.conv1": entry}}}, ckpt)
+    method_record(
+        tmp_path,
+        method="trp",
+        method_start="scratch",
+        method_hparams={"start": "scratch"},
+        checkpoint=f"checkpoints/{TASK}/trp.pt",
+    )
+    args = _args(tmp_path, "--dry-run")
+    args[args.index("kcp")] = "trp"
+    assert controls_main(args) == 0
+    out, err = capsys.readouterr()
+    (line,) = [x for x in out.splitlines() if x.startswith("$ ")]
+    assert "method=magnitude,random" in line
+    assert "no scratch control: its plan has lowrank entries" in err
 
 
 def test_a_record_named_by_path_must_be_the_method_tier_and_task_asked(tmp_path, capsys):
