@@ -43,8 +43,9 @@ from prunebench.surgery.slim import slim
 from prunebench.surgery.structure import MacModel, Structure
 from prunebench.task import Task
 
-# do not change a run's numbers (``matched_to``: a note scripts/controls.py leaves in the record)
-VOLATILE_KEYS = ("paths", "logger", "overwrite", "force", "matched_to")
+# do not change a run's numbers (``matched_to``: a note scripts/controls.py leaves in the record;
+# ``experiment``: which claim an experiment config reproduces)
+VOLATILE_KEYS = ("paths", "logger", "overwrite", "force", "matched_to", "experiment")
 
 
 def _quiet_lightning() -> None:
