@@ -126,6 +126,46 @@ def scratch_refusal(record: dict[str, Any]) -> str | None:
     return f"its plan has {', '.join(kinds)} entries; the scratch control builds filter plans only"
 
 
+def control_sweeps(rec: dict[str, Any], extra: list[str]) -> list[list[str]]:
+    """The ``run.py -m`` overrides of one ``ok`` method record's controls (magnitude and random
+    in one multirun; scratch, when it applies, in another), ``extra`` appended to each; notes
+    go to stderr. Raises ValueError (one line) for a record without ``train_samples`` or whose
+    controls would not start from its baseline."""
+    specs = control_specs(rec)
+    finetuned = [s for s in specs if s.method != "scratch"]
+    refusal = scratch_refusal(rec) if len(finetuned) < len(specs) else None
+    if refusal:
+        print(f"note: {rec['point_id']}: no scratch control: {refusal}", file=sys.stderr)
+        specs = finetuned
+    cfg = compose_cfg([*finetuned[0].overrides, *extra])
+    reach = feasible_target(cfg, finetuned[0].target)
+    if reach < finetuned[0].target:
+        print(
+            f"note: {rec['point_id']}: magnitude/random reach only −{100 * reach:.1f} % MACs "
+            f"of the wanted −{100 * finetuned[0].target:.1f} %; the nearest feasible "
+            "controls run there (matched_to records the wanted one)",
+            file=sys.stderr,
+        )
+        for spec in finetuned:
+            spec.overrides = [
+                f"target.macs_reduction={reach}" if o.startswith("target.") else o
+                for o in spec.overrides
+            ] + [f"matched_to={spec.target}"]
+    sweeps = []
+    for group in (finetuned, [s for s in specs if s.method == "scratch"]):
+        if not group:
+            continue
+        ov = [o for o in group[0].overrides if not o.startswith("method=")]
+        ov = [f"method={','.join(s.method for s in group)}", *ov, *extra]
+        for s in group:
+            single = [o if not o.startswith("method=") else f"method={s.method}" for o in ov]
+            why = baseline_mismatch(rec, single)
+            if why:
+                raise ValueError(f"{rec['point_id']}: {why}")
+        sweeps.append(ov)
+    return sweeps
+
+
 def select(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
     """The method records to match, or an error line."""
     if args.method in CONTROLS or args.method == "dense":
@@ -191,42 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = []
     for rec in sorted(chosen, key=lambda r: (r["seed"], r["point_id"])):
         try:
-            specs = control_specs(rec)
+            sweeps = control_sweeps(rec, [f"paths.results_dir={args.results}", *extra])
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        finetuned = [s for s in specs if s.method != "scratch"]
-        refusal = scratch_refusal(rec) if len(finetuned) < len(specs) else None
-        if refusal:
-            print(f"note: {rec['point_id']}: no scratch control: {refusal}", file=sys.stderr)
-            specs = finetuned
-        cfg = compose_cfg([*finetuned[0].overrides, *extra])
-        reach = feasible_target(cfg, finetuned[0].target)
-        if reach < finetuned[0].target:
-            print(
-                f"note: {rec['point_id']}: magnitude/random reach only −{100 * reach:.1f} % MACs "
-                f"of the wanted −{100 * finetuned[0].target:.1f} %; the nearest feasible "
-                "controls run there (matched_to records the wanted one)",
-                file=sys.stderr,
-            )
-            for spec in finetuned:
-                spec.overrides = [
-                    f"target.macs_reduction={reach}" if o.startswith("target.") else o
-                    for o in spec.overrides
-                ] + [f"matched_to={spec.target}"]
-        for group in (finetuned, [s for s in specs if s.method == "scratch"]):
-            if not group:
-                continue
-            ov = [o for o in group[0].overrides if not o.startswith("method=")]
-            ov = [f"method={','.join(s.method for s in group)}", *ov]
-            ov += [f"paths.results_dir={args.results}", *extra]
-            for s in group:
-                single = [o if not o.startswith("method=") else f"method={s.method}" for o in ov]
-                why = baseline_mismatch(rec, single)
-                if why:
-                    print(f"error: {rec['point_id']}: {why}", file=sys.stderr)
-                    return 2
-            commands.append([sys.executable, str(ROOT / "run.py"), "-m", *ov])
+        commands += [[sys.executable, str(ROOT / "run.py"), "-m", *ov] for ov in sweeps]
     status = 0
     for cmd in commands:
         print("$ " + shlex.join(["python", "run.py", *cmd[2:]]), flush=True)
