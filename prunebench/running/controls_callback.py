@@ -50,6 +50,15 @@ def carried_overrides(task_overrides: list[str], hydra_overrides: list[str]) -> 
     return [*launcher, *kept]
 
 
+def path_overrides(paths: Any) -> list[str]:
+    """``paths.runs_dir`` and ``paths.cache_dir`` of a sweep's config, made absolute: the
+    controls' runs start from the repository's root."""
+    return [
+        f"paths.runs_dir={Path(paths['runs_dir']).resolve()}",
+        f"paths.cache_dir={Path(paths['cache_dir']).resolve()}",
+    ]
+
+
 def control_launches(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[str]]:
     """(task, method, tier, data source) → the ``ok`` records' paths whose controls to run; a
     control's own records and the dense ones have none."""
@@ -68,10 +77,7 @@ def controls_commands(config: DictConfig, records: list[dict[str, Any]]) -> list
     results = str(Path(paths.results_dir).resolve())
     extra = carried_overrides(
         list(config.hydra.overrides.task), list(config.hydra.overrides.hydra)
-    ) + [  # absolute, since controls.py runs run.py from the repository's root
-        f"paths.runs_dir={Path(paths.runs_dir).resolve()}",
-        f"paths.cache_dir={Path(paths.cache_dir).resolve()}",
-    ]
+    ) + path_overrides(paths)
     commands = []
     for (task, method, tier, data), paths_ in sorted(control_launches(records).items()):
         named = [a for p in sorted(paths_) for a in ("--record", p)]
