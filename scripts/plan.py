@@ -90,8 +90,11 @@ class Estimator:
             device = self.device or here
             fig, note = benchmark_figure(cfg, device), ""
             if fig is None and self.probing:
-                fig = probe(cfg, cfg["paths"]["cache_dir"])
-                if device != here:
+                try:
+                    fig = probe(cfg, cfg["paths"]["cache_dir"])
+                except Exception as exc:  # noqa: BLE001 — the plan goes on without this figure
+                    note = f"the probe failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                if fig is not None and device != here:
                     note = f"no figure for {device}: the probe ran here ({here})"
             self.figures[key] = (fig, note)
             if fig is not None:
@@ -104,7 +107,7 @@ class Estimator:
         if note:
             row.notes.append(note)
         if fig is None:
-            row.figure = "no figure (--no-probe)"
+            row.figure = "no figure" if self.probing else "no figure (--no-probe)"
             return
         overhead, _ = method_overhead(row.cfg["method"])
         row.secs = seconds(row.work, fig, overhead)
@@ -222,6 +225,10 @@ def _count(n: int) -> str:
     return str(n)
 
 
+def _rate(per_s: float) -> str:
+    return f"{per_s:,.1f}" if per_s >= 10 else f"{per_s:.3g}"
+
+
 def render(rows: list[Row], est: Estimator) -> str:
     """The plan as text: the points, their controls, the totals and where each figure is from."""
     lines = []
@@ -282,8 +289,8 @@ def render(rows: list[Row], est: Estimator) -> str:
         fig = est.figures[key][0]
         assert fig is not None
         lines.append(
-            f"  {tag} {fig.source} — {fig.train_per_s:,.1f} training, {fig.eval_per_s:,.1f} "
-            "evaluation samples/s"
+            f"  {tag} {fig.source} — {_rate(fig.train_per_s)} training, "
+            f"{_rate(fig.eval_per_s)} evaluation samples/s"
         )
     overheads = {method_overhead(r.cfg["method"])[1] for r in rows}
     lines += [f"  {o}" for o in sorted(overheads) if not o.startswith("no ")]

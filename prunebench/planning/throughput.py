@@ -28,7 +28,8 @@ from prunebench.running.precision import _on_gpu, is_bf16
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "results" / "benchmarks"
 PROBE_SECONDS = 2.0  # a CPU probe's batch is sized so one step takes about this long
-PROBE_FORMAT = 1
+PROBE_MIN_BATCH = 2  # BatchNorm in training needs two samples where it pools to 1×1 (ASPP)
+PROBE_FORMAT = 2  # changes when the probe measures differently (the cache is then redone)
 
 
 @dataclass(frozen=True)
@@ -176,16 +177,16 @@ def probe(cfg: dict[str, Any], cache_dir: str | Path | None = None) -> Throughpu
         loss.backward()
         opt.step()
 
-    recipe_batch, times = batch, []
+    recipe_batch, least, times = batch, min(batch, PROBE_MIN_BATCH), []
     model.train()
     if not gpu:  # size the batch so a step takes about PROBE_SECONDS
-        one = task.example_input(1)
-        train_step(one)  # warm-up
-        times = _times(lambda: train_step(one), device, 1)
-        batch = max(1, min(batch, int(PROBE_SECONDS / times[0])))
+        small = task.example_input(least)
+        train_step(small)  # warm-up
+        times = _times(lambda: train_step(small), device, 1)
+        batch = max(least, min(batch, int(least * PROBE_SECONDS / times[0])))
     x = task.example_input(batch).to(device)
-    if batch > 1 or gpu:
-        train_step(x)  # warm-up at this batch (cuDNN's algorithm search, allocations)
+    if gpu or batch != least:  # warm up at this batch (cuDNN's algorithm search, allocations)
+        train_step(x)
         times = []
     times += _times(lambda: train_step(x), device, 3 if gpu else 2 - len(times))
     train_s = statistics.median(times)
