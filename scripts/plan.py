@@ -119,8 +119,8 @@ def method_of(cfg: dict[str, Any]) -> Any:
     return instantiate({k: v for k, v in cfg["method"].items() if k != "name"}, _convert_="all")
 
 
-def _pct(value: float | None, approx: bool = False) -> str:
-    return "—" if value is None else f"{'≈' if approx else ''}−{100 * value:.1f} %"
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"−{100 * value:.1f} %"
 
 
 def _target(cfg: dict[str, Any]) -> str:
