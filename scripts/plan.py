@@ -65,6 +65,7 @@ class Row:
 
     @property
     def to_run(self) -> bool:
+        """Whether the row counts in the totals (everything not recorded yet)."""
         return self.status != "done"
 
 
@@ -142,6 +143,7 @@ def baseline_role(cfg: dict[str, Any], seen: set[str], done: bool) -> str:
 
 
 def point_rows(points: list[Point], seen: set[str]) -> list[Row]:
+    """A row per point: its status, its work (the baseline on the first point of its hash)."""
     rows = []
     for p in points:
         sizes, _ = split_sizes(p.cfg)
@@ -275,14 +277,14 @@ def render(rows: list[Row], est: Estimator) -> str:
             lines += [f"      note: {n}" for n in dict.fromkeys(r.notes)]
     lines.append("")
     units = sorted({unit(f.device) for f, _ in est.figures.values() if f is not None})
-    for kind, label in (("point", "points"), ("control", "controls")):
+    for kind, label in (("point", "point(s)"), ("control", "control(s)")):
         todo = [r for r in rows if r.kind == kind and r.to_run]
         known = [r.secs for r in todo if r.secs is not None]
         missing = len(todo) - len(known)
         lines.append(
             f"to run: {len(todo)} {label} of {sum(r.kind == kind for r in rows)}, "
-            f"{hours(sum(known))} {'/'.join(units) or 'h'}"
-            + (f" (+{missing} without an estimate)" if missing else "")
+            + (f"{hours(sum(known))} {'/'.join(units)}" if known else "no estimate")
+            + (f" (+{missing} without one)" if missing and known else "")
         )
     lines.append("estimates from:")
     for key, tag in est.sources.items():

@@ -179,7 +179,7 @@ def test_the_plan_lists_points_controls_and_their_totals(tmp_path, monkeypatch, 
         assert r.secs == pytest.approx(seconds(r.work, FIGURE, overhead))
     text = plan_script.render(rows, est)
     total = sum(r.secs for r in rows if r.kind == "point") / 3600
-    assert f"to run: 2 points of 2, {hours(total * 3600)} CPU-h" in text
+    assert f"to run: 2 point(s) of 2, {hours(total * 3600)} CPU-h" in text
     assert "[1] hand-made — 100.0 training, 400.0 evaluation samples/s" in text
 
 
