@@ -22,27 +22,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, one_line
 from prunebench.running.pipeline import Pipeline
 from prunebench.running.sweep import write_outcome
 
 EXIT_BAD_INPUT, EXIT_RUN_FAILED = 2, 3
-
-
-def one_line(exc: BaseException) -> str:
-    """A Hydra or OmegaConf error (and the cause Hydra prints under it) as one line, naming the
-    key where OmegaConf knows it (``seed: Interpolation key 'foo' not found``)."""
-    text = str(exc).split("Config search path")[0]  # Hydra's search path: no help to a user
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):
-        return f"{exc.full_key}: {lines[0]}"
-    if isinstance(exc.__cause__, OmegaConfBaseException):
-        lines.append(str(exc.__cause__).splitlines()[0].strip())
-    out, listing = lines[0], False
-    for ln in lines[1:]:  # "Available options in 'method':" then one choice a line
-        out += (" " if not listing or out.endswith(":") else ", ") + ln
-        listing = listing or ln.endswith(":")
-    return out
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from prunebench.errors import ConfigError, RecordError
 from prunebench.method import CompressContext
 from prunebench.reporting.leaderboard import current_records, load_records
 from prunebench.reporting.matching import CONTROLS, control_specs
-from prunebench.reporting.records import read_record
+from prunebench.reporting.records import checkpoint_file, read_record
 from prunebench.running.baseline import baseline_key
+from prunebench.running.pipeline import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,9 +49,11 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def compose_cfg(overrides: list[str]) -> dict[str, Any]:
+    """The run config ``run.py`` would run with ``overrides``, as its record keeps it (the
+    tier's recipe merged in, ``trainer.precision: auto`` resolved for this machine)."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return run_config(cfg)
 
 
 def baseline_mismatch(record: dict[str, Any], overrides: list[str]) -> str | None:
@@ -107,6 +109,61 @@ def feasible_target(cfg: dict[str, Any], target: float) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if reachable(mid) else (lo, mid)
     return math.floor(lo * 1000) / 1000
+
+
+def scratch_refusal(record: dict[str, Any]) -> str | None:
+    """Why the record's architecture cannot be a scratch control (the ``scratch`` method builds
+    filter-pruned architectures only, e.g. not TRP's low-rank pairs), read from the plan in its
+    checkpoint; None when it can, or when the checkpoint is not on this machine (``run.py``
+    then refuses the point itself if it must)."""
+    try:
+        plan = torch.load(checkpoint_file(record), map_location="cpu", weights_only=False)["plan"]
+    except (RecordError, OSError, KeyError):
+        return None
+    kinds = sorted({e["kind"] for e in plan["entries"].values()} - {"filter"})
+    if not kinds:
+        return None
+    return f"its plan has {', '.join(kinds)} entries; the scratch control builds filter plans only"
+
+
+def control_sweeps(rec: dict[str, Any], extra: list[str]) -> list[list[str]]:
+    """The ``run.py -m`` overrides of one ``ok`` method record's controls (magnitude and random
+    in one multirun; scratch, when it applies, in another), ``extra`` appended to each; notes
+    go to stderr. Raises ValueError (one line) for a record without ``train_samples`` or whose
+    controls would not start from its baseline."""
+    specs = control_specs(rec)
+    finetuned = [s for s in specs if s.method != "scratch"]
+    refusal = scratch_refusal(rec) if len(finetuned) < len(specs) else None
+    if refusal:
+        print(f"note: {rec['point_id']}: no scratch control: {refusal}", file=sys.stderr)
+        specs = finetuned
+    cfg = compose_cfg([*finetuned[0].overrides, *extra])
+    reach = feasible_target(cfg, finetuned[0].target)
+    if reach < finetuned[0].target:
+        print(
+            f"note: {rec['point_id']}: magnitude/random reach only −{100 * reach:.1f} % MACs "
+            f"of the wanted −{100 * finetuned[0].target:.1f} %; the nearest feasible "
+            "controls run there (matched_to records the wanted one)",
+            file=sys.stderr,
+        )
+        for spec in finetuned:
+            spec.overrides = [
+                f"target.macs_reduction={reach}" if o.startswith("target.") else o
+                for o in spec.overrides
+            ] + [f"matched_to={spec.target}"]
+    sweeps = []
+    for group in (finetuned, [s for s in specs if s.method == "scratch"]):
+        if not group:
+            continue
+        ov = [o for o in group[0].overrides if not o.startswith("method=")]
+        ov = [f"method={','.join(s.method for s in group)}", *ov, *extra]
+        for s in group:
+            single = [o if not o.startswith("method=") else f"method={s.method}" for o in ov]
+            why = baseline_mismatch(rec, single)
+            if why:
+                raise ValueError(f"{rec['point_id']}: {why}")
+        sweeps.append(ov)
+    return sweeps
 
 
 def select(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str | None]:
@@ -174,38 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = []
     for rec in sorted(chosen, key=lambda r: (r["seed"], r["point_id"])):
         try:
-            specs = control_specs(rec)
+            sweeps = control_sweeps(rec, [f"paths.results_dir={args.results}", *extra])
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        finetuned = [s for s in specs if s.method != "scratch"]
-        cfg = compose_cfg([*finetuned[0].overrides, *extra])
-        reach = feasible_target(cfg, finetuned[0].target)
-        if reach < finetuned[0].target:
-            print(
-                f"note: {rec['point_id']}: magnitude/random reach only −{100 * reach:.1f} % MACs "
-                f"of the wanted −{100 * finetuned[0].target:.1f} %; the nearest feasible "
-                "controls run there (matched_to records the wanted one)",
-                file=sys.stderr,
-            )
-            for spec in finetuned:
-                spec.overrides = [
-                    f"target.macs_reduction={reach}" if o.startswith("target.") else o
-                    for o in spec.overrides
-                ] + [f"matched_to={spec.target}"]
-        for group in (finetuned, [s for s in specs if s.method == "scratch"]):
-            if not group:
-                continue
-            ov = [o for o in group[0].overrides if not o.startswith("method=")]
-            ov = [f"method={','.join(s.method for s in group)}", *ov]
-            ov += [f"paths.results_dir={args.results}", *extra]
-            for s in group:
-                single = [o if not o.startswith("method=") else f"method={s.method}" for o in ov]
-                why = baseline_mismatch(rec, single)
-                if why:
-                    print(f"error: {rec['point_id']}: {why}", file=sys.stderr)
-                    return 2
-            commands.append([sys.executable, str(ROOT / "run.py"), "-m", *ov])
+        commands += [[sys.executable, str(ROOT / "run.py"), "-m", *ov] for ov in sweeps]
     status = 0
     for cmd in commands:
         print("$ " + shlex.join(["python", "run.py", *cmd[2:]]), flush=True)

@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+import torch
 
 from prunebench.reporting.headline import headline
 from prunebench.reporting.leaderboard import aggregate, load_records
 from prunebench.reporting.records import write_record
 from prunebench.running.baseline import baseline_key
+from prunebench.running.pipeline import run_config
 from scripts.controls import main as controls_main
 from tests.conftest import make_cfg
 from tests.test_records import minimal_record
@@ -31,7 +32,7 @@ TINY = (
 def method_record(tmp_path: Path, seed: int = 0, post: int = 128, **over) -> Path:
     """A KCP record as the smoke tier would write it, its baseline hash the real one."""
     cfg = make_cfg(tmp_path, "method=kcp", f"seed={seed}", *TINY)
-    cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = run_config(cfg)  # as a record keeps it: precision resolved, the tier's recipe merged
     r = minimal_record(
         point_id=f"{TASK}-kcp-s{seed}",
         run_id=f"kcp{seed}",
@@ -127,6 +128,29 @@ def test_bad_requests_are_one_line_and_run_nothing(tmp_path, capsys, setup, more
     assert err.startswith("error:") and len(err.splitlines()) == 1, err
     assert all(w in err for w in words), err
     assert _files(tmp_path) == before
+
+
+def test_a_low_rank_plan_gets_no_scratch_control_and_says_why(tmp_path, capsys):
+    """TRP from scratch: the scratch control would need its low-rank pairs, which the scratch
+    method cannot build, so only magnitude and random run, and a note says so."""
+    entry = {"kind": "lowrank", "size": 16, "keep": list(range(5))}
+    ckpt = tmp_path / "runs" / "checkpoints" / TASK / "trp.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"plan": {"entries": {"layer1.0.conv1": entry}}}, ckpt)
+    method_record(
+        tmp_path,
+        method="trp",
+        method_start="scratch",
+        method_hparams={"start": "scratch"},
+        checkpoint=f"checkpoints/{TASK}/trp.pt",
+    )
+    args = _args(tmp_path, "--dry-run")
+    args[args.index("kcp")] = "trp"
+    assert controls_main(args) == 0
+    out, err = capsys.readouterr()
+    (line,) = [x for x in out.splitlines() if x.startswith("$ ")]
+    assert "method=magnitude,random" in line
+    assert "no scratch control: its plan has lowrank entries" in err
 
 
 def test_a_record_named_by_path_must_be_the_method_tier_and_task_asked(tmp_path, capsys):

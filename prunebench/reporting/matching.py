@@ -6,7 +6,8 @@ training (samples of the training split read after the shared baseline: compress
 the same seed and the same baseline. ``magnitude`` and ``random`` get that training as their
 finetune (``budget.finetune_samples``); a method that trains from scratch (LAPP, TRP with
 ``start=scratch``) also gets the ``scratch`` control: its final architecture trained from a fresh
-initialisation for the method's total epochs (Liu et al., ICLR 2019).
+initialisation for the method's total epochs (Liu et al., ICLR 2019). scripts/controls.py leaves
+it out when the ``scratch`` method cannot build that architecture (TRP's low-rank pairs).
 
 Pairing (the leaderboard): a control record pairs with a method record of the same table when
 seed and baseline hash agree, the achieved reductions are within ``MACS_TOLERANCE`` and the

@@ -32,6 +32,12 @@ def previous_record(record_path: Path) -> Record | None:
         return None
 
 
+def skips(previous: Record | None, force: bool) -> bool:
+    """Whether a point whose existing record is ``previous`` (None: none, or an invalid one) is
+    skipped: its record is ``ok`` and the run is not forced."""
+    return bool(previous and previous["status"] == "ok" and not force)
+
+
 def run_point(
     record_path: Path,
     runs_dir: Path,
@@ -61,7 +67,7 @@ def run_point(
     check_writable(runs_dir, "paths.runs_dir")
     with file_lock(record_path):
         previous = previous_record(record_path)
-        if previous and previous["status"] == "ok" and not force:
+        if skips(previous, force):
             print(f"record exists: {record_path} (pass force=true to run it again)")
             report.print_summary(previous, record_path)
             return previous, "skipped"

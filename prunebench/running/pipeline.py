@@ -43,8 +43,9 @@ from prunebench.surgery.slim import slim
 from prunebench.surgery.structure import MacModel, Structure
 from prunebench.task import Task
 
-# do not change a run's numbers (``matched_to``: a note scripts/controls.py leaves in the record)
-VOLATILE_KEYS = ("paths", "logger", "overwrite", "force", "matched_to")
+# do not change a run's numbers (``matched_to``: a note scripts/controls.py leaves in the record;
+# ``experiment``: which claim an experiment config reproduces)
+VOLATILE_KEYS = ("paths", "logger", "overwrite", "force", "matched_to", "experiment")
 
 
 def _quiet_lightning() -> None:
@@ -90,17 +91,30 @@ def point_id(cfg: dict[str, Any]) -> str:
     )
 
 
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as a run sees it: resolved, the tier's recipe merged in (e.g. the cpu
+    tier's warm-up, ``task.cpu.recipe``), core values checked, and ``trainer.precision: auto``
+    resolved for this machine (bf16-mixed or 32-true) — before the point id and the baseline key
+    are taken, so the record and the cache say which precision ran."""
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    out = apply_tier_recipe(resolved)
+    validate_config(out)
+    out["trainer"]["precision"] = resolve_precision(out["trainer"])
+    return out
+
+
+def record_path(cfg: dict[str, Any], pid: str) -> Path:
+    """Where the point ``pid`` of the run config ``cfg`` keeps its record."""
+    return Path(cfg["paths"]["results_dir"]) / "records" / cfg["task"]["name"] / f"{pid}.json"
+
+
 class Pipeline:
     """One run point: ``Pipeline(cfg).run()`` returns the record it wrote."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-        self.cfg = apply_tier_recipe(resolved)  # e.g. the cpu tier's warm-up (task.cpu.recipe)
-        validate_config(self.cfg)
-        # `auto` becomes what this machine runs (bf16-mixed or 32-true) before the point id and
-        # the baseline key are taken: the record and the cache say which precision ran.
-        self.precision_chosen = "auto" if self.cfg["trainer"].get("precision") == AUTO else "config"
-        self.cfg["trainer"]["precision"] = resolve_precision(self.cfg["trainer"])
+        chosen = OmegaConf.select(cfg, "trainer.precision") == AUTO
+        self.precision_chosen = "auto" if chosen else "config"
+        self.cfg = run_config(cfg)
         self.target = Target.from_config(self.cfg["target"])
         self.seed = int(self.cfg["seed"])
         self.task: Task = _instantiate("task", self.cfg["task"])
@@ -111,12 +125,7 @@ class Pipeline:
         self.target.check_method(self.method, self.cfg["method"]["name"])
         preflight(self.cfg, self.task)  # model, data settings, Trainer: bad values fail now
         self.point_id = point_id(self.cfg)
-        self.record_path = (
-            Path(self.cfg["paths"]["results_dir"])
-            / "records"
-            / self.cfg["task"]["name"]
-            / f"{self.point_id}.json"
-        )
+        self.record_path = record_path(self.cfg, self.point_id)
         self.stage_seconds: dict[str, float] = {}  # whole stages, resumed ones included
         self.usage: dict[str, TrainUsage] = {}
         self.stage = "setup"  # the stage running now (a failed record names it)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 SCHEMA_NAME = "run_schema"
 
@@ -33,6 +34,17 @@ class PathsConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    """What ``+experiment=<name>`` (``conf/experiment/``) says about itself: metadata only, so
+    it never enters the point id (``pipeline.VOLATILE_KEYS``); the record keeps it."""
+
+    name: str = MISSING  # the file's name
+    claim: str = MISSING  # "<method>/<index>": methods.<method>.claims[<index>] in claims.yaml
+    # why the target is a stand-in when the claim's quantity is not MACs (null: it is MACs)
+    stand_in: str | None = None
+
+
+@dataclass
 class RunConfig:
     task: Any = None
     method: Any = None
@@ -46,6 +58,7 @@ class RunConfig:
     force: bool = False
     overwrite: bool = False
     paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment: ExperimentConfig | None = None
 
 
 def register_schema() -> None:

@@ -62,14 +62,33 @@ def summarise(sweep_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def sweep_records(sweep_dir: str | Path) -> list[Path]:
+    """The records of the points that ran or were skipped under ``sweep_dir`` (job order)."""
+    out = []
+    jobs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()]
+    for job in sorted(jobs, key=lambda p: int(p.name)):
+        path = job / OUTCOME_FILE
+        if path.exists():
+            outcome = json.loads(path.read_text())
+            if outcome["outcome"] in ("ran", "skipped") and outcome["record"]:
+                out.append(Path(outcome["record"]))
+    return out
+
+
 class SweepSummary(Callback):
     """Prints, at the end of a multirun, how many points ran, were skipped (a valid record
     existed; ``force=true`` reruns them) and failed; exits 3 when any failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        status = self.summary(config)
+        if status:
+            sys.exit(status)  # every point ran; the sweep's status says some failed (run.py's)
+
+    def summary(self, config: DictConfig) -> int:
+        """Print the sweep's summary; 3 when a point failed, else 0."""
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
-            return
+            return 0
         s = summarise(sweep_dir)
         print(
             f"sweep: {s['jobs']} points — {s['ran']} ran, {s['skipped']} skipped (record exists; "
@@ -77,5 +96,4 @@ class SweepSummary(Callback):
         )
         for line in s["failed_points"]:
             print(f"  failed: {line}")
-        if s["failed"]:
-            sys.exit(3)  # every point ran; the sweep's status says some failed (run.py's code)
+        return 3 if s["failed"] else 0
