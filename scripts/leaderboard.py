@@ -2,7 +2,8 @@
 the published ``results/LEADERBOARD.md`` and ``results/plots/<task>.png``.
 
 python scripts/leaderboard.py [--results DIR] [--task T] [--tier cpu] [--data embedded]
-    [--out FILE.md] [--plots DIR] [--publish] [--archive] [--include-smoke] [--failed] [--wandb]
+    [--out FILE.md] [--plots DIR] [--publish] [--archive] [--one-version TASK] [--include-smoke]
+    [--failed] [--wandb]
 
 By default it reads the published records (``results/records``) and prints; ``--results`` reads
 a user folder instead (``paths.results_dir`` of your runs). A filtered view never overwrites the
@@ -28,6 +29,7 @@ from prunebench.reporting.leaderboard import (
     aggregate,
     failed_runs,
     load_records,
+    older_versions,
     split_superseded,
 )
 from prunebench.reporting.markdown import render_markdown
@@ -101,6 +103,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"move superseded records (older code versions) to <results>/{ARCHIVE}/records",
     )
+    p.add_argument(
+        "--one-version",
+        action="append",
+        metavar="TASK",
+        help=f"move TASK's records of every older code version or baseline recipe to "
+        f"<results>/{ARCHIVE}/records, points not rerun included (repeatable)",
+    )
     p.add_argument("--include-smoke", action="store_true", help="also the smoke-tier tables")
     p.add_argument("--failed", action="store_true", help="also list the failed runs")
     p.add_argument(
@@ -138,7 +147,7 @@ def _check(args: argparse.Namespace) -> str | None:
     claims = Path(args.claims) if args.claims else results / "claims.yaml"
     if args.claims and not claims.is_file():
         return f"--claims {claims}: no such file"
-    writes = [results] if args.publish or args.archive else []
+    writes = [results] if args.publish or args.archive or args.one_version else []
     writes += [Path(args.out).parent] if args.out else []
     writes += [Path(args.plots)] if args.plots else []
     for folder in writes:
@@ -182,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    for task in args.one_version or []:
+        old = older_versions(records, task)
+        print(f"archived {_archive(results, old)} older-version records of {task}", file=sys.stderr)
+        gone = {id(r) for r in old}
+        records = [r for r in records if id(r) not in gone]
     current, superseded = split_superseded(records)
     if args.archive:
         print(f"archived {_archive(results, superseded)} superseded records", file=sys.stderr)

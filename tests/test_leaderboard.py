@@ -381,3 +381,19 @@ def test_committed_leaderboard_is_what_the_script_writes(tmp_path):
     out = tmp_path / "LEADERBOARD.md"
     assert leaderboard_main(["--out", str(out)]) == 0
     assert out.read_text() == (ROOT / "results" / "LEADERBOARD.md").read_text()
+
+
+def test_one_version_archives_a_tasks_older_rows_even_where_no_point_was_rerun(tmp_path, capsys):
+    old = [rec(seed=s, code="old", time="2026-01-01") for s in range(2)]
+    old_kcp = [rec("kcp", s, code="old", time="2026-01-01", run_id=f"k{s}") for s in range(2)]
+    new = [rec(seed=s, code="new", time="2026-02-01", run_id=f"n{s}") for s in range(2)]
+    other = [rec(seed=0, code="old", time="2026-01-01", run_id="o0", task="cifar10_resnet56")]
+    _write(tmp_path, old + old_kcp + new + other)
+    argv = ["--results", str(tmp_path), "--one-version", "cifar10_resnet20"]
+    assert leaderboard_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| kcp |" not in out.split("## cifar10_resnet56")[0]  # the old KCP rows left the table
+    archived = sorted(p.name for p in (tmp_path / "archive" / "records").rglob("*.json"))
+    assert archived == ["r0.json", "r1.json", "r2.json", "r3.json"]  # old magnitude and KCP
+    left = sorted(p.name for p in (tmp_path / "records").rglob("*.json"))
+    assert left == ["r4.json", "r5.json", "r6.json"]  # the new ones; another task's untouched

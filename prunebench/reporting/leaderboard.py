@@ -181,6 +181,21 @@ def split_superseded(
     return current, superseded
 
 
+def older_versions(records: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    """The ``ok`` records of ``task`` not made by the code version and baseline recipe of its
+    newest record, per (data source, tier): what ``--one-version`` archives so that the task's
+    table holds one code version only (older rows of points not rerun go too)."""
+    tables: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        if r["status"] == "ok" and r["task"] == task:
+            tables[(r["data_source"], r["budget"])].append(r)
+    old = []
+    for recs in tables.values():
+        newest = max(recs, key=lambda r: (r["time"], _key(r)[6:8]))
+        old += [r for r in recs if _key(r)[6:8] != _key(newest)[6:8]]
+    return old
+
+
 def current_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records of each point's newest code version (:func:`split_superseded`)."""
     return split_superseded(records)[0]
