@@ -24,8 +24,8 @@ Our reading (options):
   through ``σ((s_i − t_l)/τ)`` (``tau``). It multiplies the BN's output, so a masked model computes
   what the slimmed one does.
 * Widths ``n_l = Σ_i m_i`` forward, ``Σ_i σ(·)`` backward; MACs(n) from consecutive widths with the
-  shared counter's convention (:class:`SoftMacs`: each conv scales by its kept-output and
-  kept-input fractions), so at hard masks the term *equals* ``count_macs`` of the slimmed model.
+  shared counter's convention (the core's ``SoftMacs``, prunebench/surgery/soft_macs.py: each
+  conv scales by its kept-output and kept-input fractions), so at hard masks the term *equals* ``count_macs`` of the slimmed model.
 * Loss ``task + λ·(MACs/T − 1)²`` (``constraint: squared``, default) or ``λ·max(0, MACs/T − 1)²``
   (``hinge``), T = (1 − target)·dense MACs of the model *without* bypasses (what the record's
   reduction is measured against, so the bypasses' cost is paid inside the target).
@@ -88,56 +88,13 @@ from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 from prunebench.surgery.bypass import KINDS, add_bypasses, bypasses
-from prunebench.surgery.structure import MacModel
+from prunebench.surgery.soft_macs import SoftMacs
 
 IMPORTANCE = ("bn", "l2")
 SCORE_NORMS = ("rank", "max")
 DEFAULT_INIT = {"rank": 0.0, "max": 0.9}  # nothing pruned at the start, live gradient
 CONSTRAINTS = ("hinge", "squared")
 TOLERANCE = 0.01  # |achieved − target| beyond which the projection runs
-
-
-class SoftMacs:
-    """MACs as a function of the prunable groups' widths n_l (tensors, differentiable), with the
-    shared counter's convention: a conv/linear in group a's outputs and group b's inputs costs
-    ``macs · (n_a / C_a) · (n_b / C_b)``; a layer reading a concat of several groups (an ASPP
-    projection) scales its input by ``(C_in − Σ C_g + Σ n_g) / C_in``, and one reading a group's
-    map flattened (k = H·W inputs per channel) by ``k·n_g / C_in``; everything else is constant.
-    At integer widths it equals ``MacModel.plan_macs`` of the filter plan with those widths."""
-
-    def __init__(self, mac_model: MacModel) -> None:
-        s = mac_model.structure
-        out_of = {m: r for r, g in s.groups.items() for m in g.out_members}
-        # layer → the groups it reads, each with its inputs per channel (1, or H·W for a linear
-        # layer reading a flattened map); several groups: a concat (DeepLab's ASPP projection)
-        reads: dict[str, list[tuple[str, int]]] = {}
-        for r, g in s.groups.items():
-            for m in g.in_members:
-                if m in s.shapes and g.reader_index(m, s.shapes[m][1]) is not None:
-                    reads.setdefault(m, []).append((r, g.reader_span(m)))
-        self.sizes = s.sizes()
-        self.terms: list[tuple[int, str | None, list[tuple[str, int]], int]] = []
-        self.constant = mac_model.constant  # MACs no layer owns (attention products)
-        for name, macs in mac_model.per_module.items():
-            a = out_of.get(name) if name in s.shapes else None
-            b = reads.get(name, [])
-            if a is None and not b:
-                self.constant += macs
-            else:
-                self.terms.append((macs, a, b, s.shapes[name][1] if b else 1))
-
-    def __call__(self, widths: dict[str, torch.Tensor]) -> torch.Tensor:
-        total = torch.tensor(float(self.constant), dtype=torch.float64)
-        for macs, a, b, c_in in self.terms:
-            term = torch.tensor(float(macs), dtype=torch.float64)
-            if a is not None:
-                term = term * widths[a].double() / self.sizes[a]
-            if b:
-                gone = sum(k * self.sizes[r] for r, k in b)
-                kept = c_in - gone + sum(k * widths[r].double() for r, k in b)
-                term = term * kept / c_in
-            total = total + term
-        return total
 
 
 def masked_batch_norm(

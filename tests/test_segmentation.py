@@ -250,7 +250,7 @@ def test_every_method_on_the_embedded_scenes(tmp_path, shared_cache, method):
 
 
 def test_lapp_soft_macs_follow_the_aspp_concat_at_hard_masks():
-    """LAPP's differentiable MACs term (methods/lapp.py SoftMacs) reads the ASPP projection's
+    """LAPP's differentiable MACs term (prunebench/surgery/soft_macs.py) reads the ASPP projection's
     input as the concat of five branch groups: at hard masks it equals the shared count."""
     from methods.lapp import LAPP
 
