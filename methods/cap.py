@@ -8,7 +8,10 @@ block's ``conv2``, reading ``conv1``'s channels — never the residual stream):
 
 1. **Statistics** — one no-grad pass over ``calib_fraction`` of the *training* split: μ and
    Σ = E[xxᵀ] − μμᵀ of the consumer's unfolded inputs, float64 (``methods.cap_compensation``;
-   the hooks are removed before anything else runs).
+   the hooks are removed before anything else runs). Ours: a second pass over a larger share
+   when a consumer sees fewer than ``min_patches`` × its width patch vectors (the authors'
+   Cholesky inverse needs a full-rank Σ_SS; small inputs such as the 64-px stand-in's 2×2
+   last stage otherwise leave it singular).
 2. **Ranking** — greedy forward selection of input channels by compensated reconstruction loss
    L(S) = tr(WΣWᵀ) − tr(Bᵀ Σ_SS⁻¹ B), B = Σ_{S·}Wᵀ, with Schur-complement updates; dead channels
    (zero variance) go first, at no loss. Pruning ρ of a layer removes the last ⌊ρ·C⌋ channels.
@@ -40,6 +43,7 @@ implemented).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +66,7 @@ from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
 
 MODES = ("macs_target", "floor")
+REFIT_CACHE_BYTES = 1 << 30  # the compensated weights kept for reuse across trials and searches
 
 
 @dataclass
@@ -75,6 +80,7 @@ class _Layer:
 @dataclass
 class CaP(Method):
     calib_fraction: float = option(0.2, within="(0, 1]")
+    min_patches: float = option(2.0, within="[0, inf)")
     ridge: float = option(0.0, within="[0, inf)")
     variance_rescale: bool = option(True)
     search_steps: int = option(6, within="[1, inf)")
@@ -124,8 +130,7 @@ class CaP(Method):
         if not consumers:
             raise ConfigError("CaP needs groups read by exactly one layer; this model has none")
         self._var_old: dict[str, torch.Tensor] = {}
-        loader = ctx.calib_loader(self.calib_fraction)
-        stats = collect_input_stats(ctx.model, list(consumers.values()), loader, ctx.device)
+        stats = self._statistics(ctx, list(consumers.values()))
         layers = []
         for root, consumer in consumers.items():
             module = ctx.model.get_submodule(consumer)
@@ -136,6 +141,21 @@ class CaP(Method):
             layers.append(_Layer(root, consumer, ctx.structure.groups[root].size, order))
         self._stats = stats
         return layers
+
+    def _statistics(self, ctx: CompressContext, consumers: list[str]) -> dict:
+        """Step 1 on ``calib_fraction`` of the training split; when a consumer sees fewer than
+        ``min_patches`` × its width patch vectors, once more on a share large enough for all
+        (at most the whole split), because the authors' Cholesky needs a full-rank Σ_SS."""
+        self._calib_used = self.calib_fraction
+        stats = collect_input_stats(
+            ctx.model, consumers, ctx.calib_loader(self.calib_fraction), ctx.device
+        )
+        short = max(self.min_patches * len(s.total) / s.count for s in stats.values())
+        if short > 1 and self.calib_fraction < 1:
+            self._calib_used = min(1.0, self.calib_fraction * short)
+            loader = ctx.calib_loader(self._calib_used)
+            stats = collect_input_stats(ctx.model, consumers, loader, ctx.device)
+        return stats
 
     # -- step 3: compensation --------------------------------------------------------------
     def _keep(self, layer: _Layer, n_pruned: int) -> torch.Tensor:
@@ -148,7 +168,20 @@ class CaP(Method):
         """Prune the ``n_pruned`` last-ranked channels of ``layer`` and fold its compensation."""
         module = ctx.model.get_submodule(layer.consumer)
         keep = self._keep(layer, n_pruned)
-        w_new, delta_b = compensate(
+        w_new, delta_b = self._refit(layer, n_pruned, module, keep)
+        return fold_compensation(
+            ctx.model, layer.consumer, keep, w_new, delta_b, ctx.structure.bn_after
+        )
+
+    def _refit(self, layer: _Layer, n_pruned: int, module: nn.Module, keep: torch.Tensor):
+        """compensate()'s (W', Δb). It depends on the dense statistics and the kept channels
+        alone, so each (layer, n_pruned) is solved once and reused by every trial and search
+        that meets it again (up to ``REFIT_CACHE_BYTES``, least recently used out first)."""
+        key = (layer.consumer, n_pruned)
+        if key in self._refits:
+            self._refits.move_to_end(key)
+            return self._refits[key]
+        out = compensate(
             weight_matrix(module).cpu(),
             self._stats[layer.consumer],
             column_mask(keep, kernel_numel(module)),
@@ -156,9 +189,11 @@ class CaP(Method):
             self.variance_rescale,
             self._var_old.get(layer.consumer),
         )
-        return fold_compensation(
-            ctx.model, layer.consumer, keep, w_new, delta_b, ctx.structure.bn_after
-        )
+        self._refits[key] = out
+        size = lambda o: sum(t.numel() * t.element_size() for t in o)  # noqa: E731
+        while sum(size(o) for o in self._refits.values()) > REFIT_CACHE_BYTES:
+            self._refits.popitem(last=False)
+        return out
 
     # -- step 4: binary structural search --------------------------------------------------
     def _search(self, ctx, layers: list[_Layer], acc_start: float, acc_end: float) -> list[int]:
@@ -206,14 +241,19 @@ class CaP(Method):
         )
 
     def notes(self) -> dict:
-        skipped = getattr(self, "_skipped", [])
-        return {"groups_left_whole": skipped} if skipped else {}
+        notes = {}
+        if getattr(self, "_skipped", []):
+            notes["groups_left_whole"] = self._skipped
+        if getattr(self, "_calib_used", self.calib_fraction) != self.calib_fraction:
+            notes["calib_fraction_used"] = round(self._calib_used, 4)
+        return notes
 
     def compress(self, ctx: CompressContext) -> Plan:
         if ctx.evaluate is None or ctx.calib_loader is None:
             raise ConfigError("CaP needs a calibration loader and a validation evaluator")
         layers = self._layers(ctx)
         self._memo: dict[tuple, float] = {}
+        self._refits: OrderedDict[tuple[str, int], tuple] = OrderedDict()
         dense = {}
         for layer in layers:  # to start every search from the dense model
             dense.update(self._compensate(ctx, layer, 0))

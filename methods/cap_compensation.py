@@ -315,7 +315,7 @@ def fold_compensation(
         saved[f"{bn_after[name]}.running_mean"] = bn.running_mean.clone()
         bn.running_mean.sub_(delta_b.to(bn.running_mean))
     elif bool(delta_b.any()):  # nowhere to put it: the layer gets a bias (zero when restored)
-        module.bias = nn.Parameter(delta_b.to(module.weight))
+        module.bias = nn.Parameter(delta_b.to(module.weight, copy=True))  # not the caller's
         saved[f"{name}.bias"] = torch.zeros_like(module.bias)
     return saved
 
