@@ -8,10 +8,7 @@ block's ``conv2``, reading ``conv1``'s channels — never the residual stream):
 
 1. **Statistics** — one no-grad pass over ``calib_fraction`` of the *training* split: μ and
    Σ = E[xxᵀ] − μμᵀ of the consumer's unfolded inputs, float64 (``methods.cap_compensation``;
-   the hooks are removed before anything else runs). Ours: a second pass over a larger share
-   when a consumer sees fewer than ``min_patches`` × its width patch vectors (the authors'
-   Cholesky inverse needs a full-rank Σ_SS; small inputs such as the 64-px stand-in's 2×2
-   last stage otherwise leave it singular).
+   the hooks are removed before anything else runs).
 2. **Ranking** — greedy forward selection of input channels by compensated reconstruction loss
    L(S) = tr(WΣWᵀ) − tr(Bᵀ Σ_SS⁻¹ B), B = Σ_{S·}Wᵀ, with Schur-complement updates; dead channels
    (zero variance) go first, at no loss. Pruning ρ of a layer removes the last ⌊ρ·C⌋ channels.
@@ -80,7 +77,6 @@ class _Layer:
 @dataclass
 class CaP(Method):
     calib_fraction: float = option(0.2, within="(0, 1]")
-    min_patches: float = option(2.0, within="[0, inf)")
     ridge: float = option(0.0, within="[0, inf)")
     variance_rescale: bool = option(True)
     search_steps: int = option(6, within="[1, inf)")
@@ -130,7 +126,8 @@ class CaP(Method):
         if not consumers:
             raise ConfigError("CaP needs groups read by exactly one layer; this model has none")
         self._var_old: dict[str, torch.Tensor] = {}
-        stats = self._statistics(ctx, list(consumers.values()))
+        loader = ctx.calib_loader(self.calib_fraction)
+        stats = collect_input_stats(ctx.model, list(consumers.values()), loader, ctx.device)
         layers = []
         for root, consumer in consumers.items():
             module = ctx.model.get_submodule(consumer)
@@ -141,21 +138,6 @@ class CaP(Method):
             layers.append(_Layer(root, consumer, ctx.structure.groups[root].size, order))
         self._stats = stats
         return layers
-
-    def _statistics(self, ctx: CompressContext, consumers: list[str]) -> dict:
-        """Step 1 on ``calib_fraction`` of the training split; when a consumer sees fewer than
-        ``min_patches`` × its width patch vectors, once more on a share large enough for all
-        (at most the whole split), because the authors' Cholesky needs a full-rank Σ_SS."""
-        self._calib_used = self.calib_fraction
-        stats = collect_input_stats(
-            ctx.model, consumers, ctx.calib_loader(self.calib_fraction), ctx.device
-        )
-        short = max(self.min_patches * len(s.total) / s.count for s in stats.values())
-        if short > 1 and self.calib_fraction < 1:
-            self._calib_used = min(1.0, self.calib_fraction * short)
-            loader = ctx.calib_loader(self._calib_used)
-            stats = collect_input_stats(ctx.model, consumers, loader, ctx.device)
-        return stats
 
     # -- step 3: compensation --------------------------------------------------------------
     def _keep(self, layer: _Layer, n_pruned: int) -> torch.Tensor:
@@ -241,12 +223,8 @@ class CaP(Method):
         )
 
     def notes(self) -> dict:
-        notes = {}
-        if getattr(self, "_skipped", []):
-            notes["groups_left_whole"] = self._skipped
-        if getattr(self, "_calib_used", self.calib_fraction) != self.calib_fraction:
-            notes["calib_fraction_used"] = round(self._calib_used, 4)
-        return notes
+        skipped = getattr(self, "_skipped", [])
+        return {"groups_left_whole": skipped} if skipped else {}
 
     def compress(self, ctx: CompressContext) -> Plan:
         if ctx.evaluate is None or ctx.calib_loader is None:

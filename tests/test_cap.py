@@ -256,30 +256,3 @@ def test_each_refit_is_solved_once_and_reused_bit_for_bit(monkeypatch):
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert cached < len(calls)
-
-
-def test_calibration_grows_until_every_consumer_sees_enough_patch_vectors():
-    from types import SimpleNamespace
-
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(100, 3, 2, 2, generator=g)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
-    asked = []
-
-    def calib_loader(fraction):
-        asked.append(fraction)
-        return DataLoader(TensorDataset(images[: int(fraction * 100)]), batch_size=16)
-
-    ctx = SimpleNamespace(model=model, calib_loader=calib_loader, device="cpu")
-    # 20 images × 4 positions = 80 patch vectors for a 72-wide consumer: short of 2 × 72 = 144
-    method = CaP()
-    stats = method._statistics(ctx, ["2"])
-    assert asked == [0.2, pytest.approx(0.36)] and stats["2"].count == 36 * 4
-    assert method.notes() == {"calib_fraction_used": 0.36}
-    asked.clear()
-    lenient = CaP(min_patches=1.0)  # 80 ≥ 72: the authors' share is enough
-    assert lenient._statistics(ctx, ["2"])["2"].count == 80 and asked == [0.2]
-    assert lenient.notes() == {}
-    asked.clear()
-    greedy = CaP(min_patches=10.0)  # 720 patch vectors need 180 images: the whole split, no more
-    assert greedy._statistics(ctx, ["2"])["2"].count == 400 and asked == [0.2, 1.0]
