@@ -196,13 +196,17 @@ class LAPPHooks(TrainingHooks):
         hard = self.hard(s, t.detach()).to(soft.dtype)
         return hard + soft - soft.detach(), soft
 
-    def macs(self, model: nn.Module) -> torch.Tensor:
-        """MACs of the current masks: hard widths forward, soft widths' gradient backward."""
+    def widths(self, model: nn.Module, soft: bool = False) -> dict[str, torch.Tensor]:
+        """Every group's width for ``SoftMacs``: a masked group's straight-through mask sum (or
+        its soft Σσ), a group left whole (no BatchNorm: a squeeze-excite's) at its full size."""
         widths = {r: torch.tensor(float(n)) for r, n in self.soft_macs.sizes.items()}
         for root in self.roots:
-            st, _ = self.masks(model, root)
-            widths[root] = st.sum()
-        return self.soft_macs(widths)
+            widths[root] = self.masks(model, root)[int(soft)].sum()
+        return widths
+
+    def macs(self, model: nn.Module) -> torch.Tensor:
+        """MACs of the current masks: hard widths forward, soft widths' gradient backward."""
+        return self.soft_macs(self.widths(model))
 
     # -- training hooks ---------------------------------------------------------------------
     def mask(self, model: nn.Module, root: str) -> torch.Tensor:
@@ -247,8 +251,7 @@ class LAPPHooks(TrainingHooks):
     @torch.no_grad()
     def soft_reduction(self, model: nn.Module) -> float:
         """1 − MACs(Σσ)/dense: the reduction the constraint's gradient sees (soft widths)."""
-        widths = {r: self.masks(model, r)[1].sum() for r in self.roots}
-        return 1.0 - float(self.soft_macs(widths)) / self.dense
+        return 1.0 - float(self.soft_macs(self.widths(model, soft=True))) / self.dense
 
     def epoch_start(self, model: nn.Module, epoch: int) -> None:
         if self.frozen is None:  # the thresholds' own progress, before any projection

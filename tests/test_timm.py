@@ -91,6 +91,22 @@ def test_mobilenetv3_depthwise_and_se_groups_slim_exactly(tmp_path):
         torch.testing.assert_close(masked(x), slimmed(x), rtol=1e-4, atol=1e-4)
 
 
+def test_lapp_counts_a_squeeze_excite_group_it_leaves_whole_at_full_width(tmp_path):
+    from methods.lapp import LAPPHooks
+
+    task = _task(tmp_path, "mobilenetv3_large_100")
+    model = _randomise_bn(task.build_model())
+    x = task.example_input(1)
+    roots, _ = find_roots(model, x, task.protected_layers(model))
+    ctx = CompressContext.build(model, x, roots, task.protected_layers(model), 0.3, 0)
+    hooks = LAPPHooks(LAPP(threshold_init=-1e3), ctx, prune_epochs=1)  # every σ = 1: all kept
+    se = "blocks.2.0.se.conv_reduce"
+    assert se in roots and se not in hooks.t  # no BatchNorm: LAPP leaves it whole
+    assert hooks.widths(model, soft=True)[se] == ctx.structure.groups[se].size == 24  # whole
+    assert hooks.soft_reduction(model) == pytest.approx(0.0, abs=1e-9)
+    assert float(hooks.macs(model)) == pytest.approx(ctx.mac_model.dense_total)
+
+
 def test_vit_attention_macs_stay_counted_and_heads_are_left_whole(vit):
     task, model, x, roots, skipped, ctx = vit
     assert roots == [f"blocks.{i}.mlp.fc1" for i in range(12)]
