@@ -246,13 +246,13 @@ def test_each_refit_is_solved_once_and_reused_bit_for_bit(monkeypatch):
     monkeypatch.setattr(cap_module, "compensate", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = _trained_like(20)
     ctx, _ = _cap_context(model)
-    plan = CaP(search_steps=3, target_iters=3).compress(ctx)
+    plan = CaP(mode="floor", search_steps=3).compress(ctx)  # one search: commits reuse trials
     cached = len(calls)
     monkeypatch.setattr(cap_module, "REFIT_CACHE_BYTES", 0)  # nothing kept: every refit solved
     calls.clear()
     fresh = _trained_like(20)
     ctx, _ = _cap_context(fresh)
-    assert CaP(search_steps=3, target_iters=3).compress(ctx).to_dict() == plan.to_dict()
+    assert CaP(mode="floor", search_steps=3).compress(ctx).to_dict() == plan.to_dict()
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert cached < len(calls)
