@@ -113,11 +113,26 @@ class CaP(Method):
         return consumers
 
     def refusal(self, ctx: CompressContext) -> str | None:
-        if not self._consumers(ctx):
+        consumers = self._consumers(ctx)
+        if not consumers:
             return (
                 "CaP compensates the one layer that reads a group; no prunable group of this "
                 "model is read by exactly one ungrouped conv or linear layer (a squeeze-excite "
                 "gate or a second reader shares them)"
+            )
+        most = ctx.mac_model.masks_reduction(  # the search's most: max_sparsity of each group
+            {
+                r: torch.arange(g.size) >= int(self.max_sparsity * g.size)
+                for r, g in ctx.structure.groups.items()
+                if r in consumers
+            },
+            {},
+        )
+        if self.uses_target and most < ctx.macs_reduction - self.tolerance:
+            return (
+                f"target.macs_reduction={ctx.macs_reduction} is beyond reach: pruning "
+                f"max_sparsity={self.max_sparsity} of each of the {len(consumers)} group(s) CaP "
+                f"compensates removes {most:.3f} of the MACs"
             )
         return None
 

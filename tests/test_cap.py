@@ -21,6 +21,7 @@ from methods.cap_compensation import (
     restore,
 )
 from prunebench.method import CompressContext
+from prunebench.plan import Plan, PlanEntry
 from prunebench.surgery.masks import apply_masks
 from prunebench.surgery.slim import slim
 from tests.test_slim import _trained_like
@@ -256,3 +257,24 @@ def test_each_refit_is_solved_once_and_reused_bit_for_bit(monkeypatch):
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert cached < len(calls)
+
+
+def test_an_unreachable_target_is_refused_before_any_statistics():
+    ctx, _ = _cap_context(_trained_like(20), target=0.95)
+    groups = ctx.structure.groups
+    # the most the search may prune: int(0.9 · C) channels of every group (16 → 2 kept, …)
+    most = Plan(
+        {
+            r: PlanEntry("filter", g.size, torch.arange(g.size - int(0.9 * g.size)))
+            for r, g in groups.items()
+        }
+    )
+    reach = ctx.mac_model.plan_reduction(most)
+    assert CaP().refusal(ctx) == (
+        f"target.macs_reduction=0.95 is beyond reach: pruning max_sparsity=0.9 of each of the "
+        f"{len(groups)} group(s) CaP compensates removes {reach:.3f} of the MACs"
+    )
+    assert len(groups) == 9 and 0.5 < reach < 0.95
+    assert CaP(mode="floor").refusal(ctx) is None  # no target to reach
+    ctx, _ = _cap_context(_trained_like(20), target=0.4)
+    assert CaP().refusal(ctx) is None
