@@ -40,7 +40,9 @@ implemented).
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -285,11 +287,8 @@ class CaP(Method):
             else:
                 lo = acc_end
         # No floor lands within tolerance: top up the closest search below the target.
-        pruned = list(below)
-        while reduction(pruned) < target - self.tolerance / 2:
-            free = [i for i, layer in enumerate(layers) if pruned[i] < most[i]]
-            i = min(free, key=lambda j: (pruned[j] / layers[j].size, j))
-            pruned[i] += 1
+        sizes = [layer.size for layer in layers]
+        pruned = top_up(below, most, sizes, reduction, target - self.tolerance / 2)
         print(
             f"CaP: no accuracy floor reached the target within {self.tolerance} in "
             f"{self.target_iters} searches; topped up to {reduction(pruned):.4f}"
@@ -298,3 +297,41 @@ class CaP(Method):
         for layer, n in zip(layers, pruned, strict=True):
             self._compensate(ctx, layer, n)
         return self._plan(ctx, layers, pruned)
+
+
+def top_up(
+    start: list[int],
+    most: list[int],
+    sizes: list[int],
+    reduction: Callable[[list[int]], float],
+    threshold: float,
+) -> list[int]:
+    """Prune one more channel at a time, always in the least-pruned layer (by share, then
+    index), until ``reduction`` reaches ``threshold`` (or every layer is at ``most``). The
+    order of the steps does not depend on the reduction, and the reduction only grows with
+    them, so the first state that reaches the threshold is found by bisection over the steps:
+    a few MACs evaluations instead of one per channel (thousands on a wide model)."""
+    steps, state = [], list(start)
+    heap = [(state[i] / sizes[i], i) for i in range(len(state)) if state[i] < most[i]]
+    heapq.heapify(heap)
+    while heap:
+        _, i = heapq.heappop(heap)
+        steps.append(i)
+        state[i] += 1
+        if state[i] < most[i]:
+            heapq.heappush(heap, (state[i] / sizes[i], i))
+
+    def after(k: int) -> list[int]:
+        out = list(start)
+        for i in steps[:k]:
+            out[i] += 1
+        return out
+
+    lo, hi = 0, len(steps)  # the answer lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if reduction(after(mid)) >= threshold:
+            hi = mid
+        else:
+            lo = mid + 1
+    return after(lo)

@@ -278,3 +278,26 @@ def test_an_unreachable_target_is_refused_before_any_statistics():
     assert CaP(mode="floor").refusal(ctx) is None  # no target to reach
     ctx, _ = _cap_context(_trained_like(20), target=0.4)
     assert CaP().refusal(ctx) is None
+
+
+def test_top_up_takes_the_channel_by_channel_result_in_a_few_evaluations():
+    from methods.cap import top_up
+
+    sizes, most = [16, 32, 64, 3072], [14, 28, 57, 2764]
+    weight = [5.0, 3.0, 2.0, 0.01]  # MACs removed per channel, by layer
+    calls = []
+
+    def reduction(pruned):
+        calls.append(1)
+        return sum(w * n for w, n in zip(weight, pruned, strict=True)) / 400.0
+
+    for start, threshold in (([0, 0, 0, 0], 0.5), ([3, 1, 0, 100], 0.6), ([0, 0, 0, 0], 0.0)):
+        pruned = list(start)  # the loop it replaces: one channel at a time, least-pruned first
+        while reduction(pruned) < threshold:
+            free = [i for i in range(4) if pruned[i] < most[i]]
+            i = min(free, key=lambda j: (pruned[j] / sizes[j], j))
+            pruned[i] += 1
+        calls.clear()
+        assert top_up(start, most, sizes, reduction, threshold) == pruned
+        assert len(calls) <= 13  # bisection over ~2,900 steps, not one evaluation per step
+    assert top_up([0, 0, 0, 0], most, sizes, reduction, 9.9) == most  # out of reach: the most
