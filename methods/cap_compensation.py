@@ -249,7 +249,7 @@ def greedy_rank(w: torch.Tensor, stats: InputStats, ks: int) -> list[int]:
         n = len(channels)
         idx = torch.arange(n)
         t_blocks = cond.view(n, ks, n, ks)[idx, :, idx, :]  # (n, ks, ks): Σ_{tt|S}
-        t_inv = torch.linalg.pinv(t_blocks, atol=tol, rtol=0.0, hermitian=True)
+        t_inv = _block_pinv(t_blocks, tol)
         r_blocks = r.view(-1, n, ks).transpose(0, 1)  # (n, C_out, ks)
         gain = ((r_blocks @ t_inv) * r_blocks).sum((1, 2))
         gain[~alive] = -torch.inf
@@ -261,6 +261,15 @@ def greedy_rank(w: torch.Tensor, stats: InputStats, ks: int) -> list[int]:
         alive[j] = False
         order.append(int(channels[j]))
     return order + dead
+
+
+def _block_pinv(t: torch.Tensor, tol: float) -> torch.Tensor:
+    """Pseudo-inverses of a batch of symmetric PSD ks × ks blocks. For ks = 1 (linear layers,
+    1×1 convs) the eigendecomposition of a scalar is the scalar itself, so the reciprocal (0 at
+    or below ``tol``) is the same number without one batched eigh per candidate and step."""
+    if t.shape[-1] == 1:
+        return torch.where(t.abs() > tol, 1.0 / t, torch.zeros_like(t))
+    return torch.linalg.pinv(t, atol=tol, rtol=0.0, hermitian=True)
 
 
 def _blocks(

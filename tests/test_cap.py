@@ -301,3 +301,19 @@ def test_top_up_takes_the_channel_by_channel_result_in_a_few_evaluations():
         assert top_up(start, most, sizes, reduction, threshold) == pruned
         assert len(calls) <= 13  # bisection over ~2,900 steps, not one evaluation per step
     assert top_up([0, 0, 0, 0], most, sizes, reduction, 9.9) == most  # out of reach: the most
+
+
+def test_scalar_blocks_invert_as_the_general_pseudo_inverse(monkeypatch):
+    from methods import cap_compensation as compensation
+
+    t = torch.tensor([4.0, 1e-20, -2.0, 0.0, 0.3], dtype=torch.float64).view(5, 1, 1)
+    general = torch.linalg.pinv(t, atol=1e-12, rtol=0.0, hermitian=True)
+    assert torch.equal(compensation._block_pinv(t, 1e-12), general)
+    x, w = _correlated(700, 24, seed=5), torch.randn(4, 24, dtype=torch.float64)
+    fast = greedy_rank(w, _stats(x), ks=1)  # a linear consumer: one column per channel
+    monkeypatch.setattr(
+        compensation,
+        "_block_pinv",
+        lambda t, tol: torch.linalg.pinv(t, atol=tol, rtol=0.0, hermitian=True),
+    )
+    assert greedy_rank(w, _stats(x), ks=1) == fast
