@@ -87,7 +87,7 @@ from prunebench.errors import ConfigError
 from prunebench.method import CompressContext, Method, TrainingHooks
 from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
-from prunebench.surgery.bypass import KINDS, add_bypasses, bypasses
+from prunebench.surgery.bypass import KINDS, bypass_spatial, bypasses
 from prunebench.surgery.soft_macs import SoftMacs
 
 IMPORTANCE = ("bn", "l2")
@@ -346,11 +346,7 @@ class LAPP(Method):
 
     def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
         """Bypass every pruned k×k conv, k > 1 (beside a 1×1 conv a 1×1 branch adds nothing)."""
-        spatial = [
-            n for n in prunable if set(getattr(model.get_submodule(n), "kernel_size", (1,))) != {1}
-        ]
-        where = add_bypasses(model, spatial, self.bypass)
-        return [where.get(n, n) for n in prunable]
+        return bypass_spatial(model, prunable, self.bypass)
 
     def refusal(self, ctx: CompressContext) -> str | None:
         if not group_batch_norms(ctx):

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from prunebench.errors import ConfigError
-from prunebench.method import CompressContext, Method
+from prunebench.method import CompressContext, Method, filter_refusal
 from prunebench.options import option
 from prunebench.plan import Plan, PlanEntry
-from prunebench.surgery.bypass import KINDS, add_bypasses
+from prunebench.surgery.bypass import KINDS, bypass_spatial
 
 
 @dataclass
@@ -46,9 +46,12 @@ class Scratch(Method):
 
     def prepare(self, model: nn.Module, prunable: list[str]) -> list[str]:
         """The method's bypasses, as it added them (only beside k×k convs, k > 1)."""
-        spatial = [n for n in prunable if model.get_submodule(n).kernel_size != (1,) * 2]
-        where = add_bypasses(model, spatial, self.bypass)
-        return [where.get(n, n) for n in prunable]
+        return bypass_spatial(model, prunable, self.bypass)
+
+    def refusal(self, ctx: CompressContext) -> str | None:
+        """No channel group (every one reaches a grouped conv: ResNeXt), or — for the uniform
+        architecture — a target beyond one channel per group."""
+        return filter_refusal(ctx, check_target=not self.widths)
 
     def architecture(self, ctx: CompressContext) -> Plan:
         """The plan of the architecture: ``widths`` (first filters kept), or the uniform one."""

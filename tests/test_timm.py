@@ -137,6 +137,19 @@ def test_method_refusals_on_a_vit(vit, method, reason):
     assert got is None if reason is None else reason in got
 
 
+def test_scratch_rebuilds_linear_groups_and_refuses_a_model_without_groups(vit):
+    from methods.scratch import Scratch
+
+    task, model, x, roots, _, _ = vit
+    fresh = task.build_model()
+    assert all(isinstance(fresh.get_submodule(r), nn.Linear) for r in roots)  # the MLPs' fc1
+    assert Scratch(bypass="conv1x1").prepare(fresh, roots) == roots  # no bypass beside a linear
+    none = CompressContext.build(model, x, [], task.protected_layers(model), 0.3, 0)
+    assert Scratch().refusal(none) == (
+        "the model has no prunable channel group (inner channels of its blocks)"
+    )
+
+
 def test_unreachable_target_is_a_refusal(vit):
     ctx = vit[-1]
     far = CompressContext(**{**vars(ctx), "macs_reduction": 0.95})

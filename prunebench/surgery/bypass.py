@@ -106,6 +106,17 @@ def add_bypasses(model: nn.Module, layers: list[str], kind: str) -> dict[str, st
     return {n: f"{n}.conv" for n in layers}
 
 
+def bypass_spatial(model: nn.Module, prunable: list[str], kind: str) -> list[str]:
+    """Wrap every k×k conv (k > 1) of ``prunable`` with a ``kind`` bypass — beside a 1×1 conv or
+    a linear layer a 1×1 branch adds nothing — and return ``prunable`` renamed to where each
+    layer now lives (LAPP's ``prepare``, and the scratch control rebuilding its architecture)."""
+    spatial = [
+        n for n in prunable if set(getattr(model.get_submodule(n), "kernel_size", (1,))) != {1}
+    ]
+    where = add_bypasses(model, spatial, kind)
+    return [where.get(n, n) for n in prunable]
+
+
 def bypasses(model: nn.Module) -> dict[str, str]:
     """``{name: kind}`` for every :class:`Bypassed` in ``model`` (what a checkpoint keeps)."""
     return {n: m.kind for n, m in model.named_modules() if isinstance(m, Bypassed)}
