@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 from methods.magnitude import Magnitude
 from prunebench.method import CompressContext
@@ -16,6 +17,7 @@ from prunebench.plan import Plan
 from prunebench.reporting.records import checkpoint_file
 from prunebench.running.checkpoint import CheckpointError, load, read_checkpoint, save_compressed
 from prunebench.running.pipeline import Pipeline
+from prunebench.surgery.columns import ColumnConv
 from prunebench.surgery.export import OrtModule, export_onnx, parity
 from prunebench.surgery.slim import slim
 from tasks.classification.resnet_cifar import CifarResNet
@@ -120,3 +122,18 @@ def test_bad_checkpoints_are_refused_clearly(tmp_path):
     torch.save(wrong, tmp_path / "wrong.pt")
     with pytest.raises(CheckpointError, match="do not fit the architecture"):
         load(tmp_path / "wrong.pt")
+
+
+def test_column_conv_before_a_global_pool_exports_with_a_dynamic_batch(tmp_path):
+    # SPP's ColumnConv returns a channels-last view; read by a global pool and a flatten (timm's
+    # ResNet-50 head) it made torch.export guard the batch axis to ≤ 2, so export failed.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, 1, 1, bias=False)
+    keep = torch.rand(8, 3, 3) > 0.3
+    model = nn.Sequential(
+        ColumnConv(conv, keep), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)
+    ).eval()
+    x = torch.randn(5, 8, 6, 6)
+    assert not model[0](x).is_contiguous()  # eager: the view is kept (no copy per call)
+    ort_model = OrtModule(export_onnx(model, x[:1], tmp_path / "m.onnx"), threads=1)
+    assert parity(model, ort_model, x)["max_abs_diff"] < 1e-5
