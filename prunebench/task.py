@@ -139,6 +139,11 @@ class Task(ABC):
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """An input of the task's stated size, for MAC counting and tracing."""
 
+    def training_input(self, batch_size: int, source: str) -> torch.Tensor:
+        """A batch of the size training reads from data ``source`` (``DATA_SOURCES``), for
+        timing a training step; the stated size unless a task's embedded data is smaller."""
+        return self.example_input(batch_size)
+
     @abstractmethod
     def prunable_layers(self, model: nn.Module) -> list[str]:
         """Layers whose output channels may be pruned."""

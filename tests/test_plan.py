@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
 
 from prunebench.planning import throughput
 from prunebench.planning.estimate import hours, seconds
@@ -209,3 +210,16 @@ def test_bad_overrides_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1
     assert "Available options in 'experiment':" in err and "lapp_cifar10_resnet20" in err
+
+
+def test_the_probe_times_the_inputs_training_reads(tmp_path, monkeypatch):
+    # The ImageNet stand-in trains at 64 px: a probe at the stated 224 px (the MACs input)
+    # overestimated its cpu-tier compute ~12× (ResNet-50 dense: 32 CPU-h).
+    cfg = run_config(make_cfg(tmp_path, "task=imagenet_resnet18", "task.embedded.size=32"))
+    task = instantiate(cfg["task"], _convert_="all")
+    assert tuple(task.training_input(2, "embedded").shape) == (2, 3, 32, 32)
+    assert tuple(task.training_input(2, "disk").shape) == (2, 3, 224, 224)
+    monkeypatch.setattr(throughput, "PROBE_SECONDS", 1e-3)  # the smallest batch: fast
+    fig = throughput.probe(cfg)
+    assert "3×32×32 inputs, batch 2 of the recipe's 256" in fig.source
+    assert fig.train_per_s > 0 and fig.eval_per_s > 0

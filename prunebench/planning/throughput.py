@@ -29,7 +29,7 @@ from prunebench.running.precision import _on_gpu, is_bf16
 BENCHMARKS = Path(__file__).resolve().parents[2] / "results" / "benchmarks"
 PROBE_SECONDS = 2.0  # a CPU probe's batch is sized so one step takes about this long
 PROBE_MIN_BATCH = 2  # BatchNorm in training needs two samples where it pools to 1×1 (ASPP)
-PROBE_FORMAT = 2  # changes when the probe measures differently (the cache is then redone)
+PROBE_FORMAT = 3  # changes when the probe measures differently (the cache is then redone)
 
 
 @dataclass(frozen=True)
@@ -145,14 +145,16 @@ def _times(fn, device: torch.device, repeats: int) -> list[float]:
 
 def probe(cfg: dict[str, Any], cache_dir: str | Path | None = None) -> Throughput:
     """Time a few training steps and evaluation passes of the task's model on a synthetic batch
-    (the task's input size; the loss a mean of the outputs) on this machine's device, at the
-    recipe's batch on a GPU and a batch of about ``PROBE_SECONDS`` a step on the CPU."""
+    (of the size training reads from the run's data source: the ImageNet stand-in's 64 px, not
+    224; the loss a mean of the outputs) on this machine's device, at the recipe's batch on a
+    GPU and a batch of about ``PROBE_SECONDS`` a step on the CPU."""
     task_cfg, trainer = cfg["task"], cfg["trainer"]
     device_str = device_name(trainer)
     batch = int(task_cfg["recipe"]["baseline"]["batch_size"])
     precision = trainer["precision"]
+    source = cfg["data"]["source"]
     key = json.dumps(
-        [PROBE_FORMAT, task_cfg, batch, str(precision), device_str, torch.__version__],
+        [PROBE_FORMAT, task_cfg, source, batch, str(precision), device_str, torch.__version__],
         sort_keys=True,
         default=str,
     )
@@ -180,11 +182,11 @@ def probe(cfg: dict[str, Any], cache_dir: str | Path | None = None) -> Throughpu
     recipe_batch, least, times = batch, min(batch, PROBE_MIN_BATCH), []
     model.train()
     if not gpu:  # size the batch so a step takes about PROBE_SECONDS
-        small = task.example_input(least)
+        small = task.training_input(least, source)
         train_step(small)  # warm-up
         times = _times(lambda: train_step(small), device, 1)
         batch = max(least, min(batch, int(least * PROBE_SECONDS / times[0])))
-    x = task.example_input(batch).to(device)
+    x = task.training_input(batch, source).to(device)
     if gpu or batch != least:  # warm up at this batch (cuDNN's algorithm search, allocations)
         train_step(x)
         times = []
@@ -197,7 +199,8 @@ def probe(cfg: dict[str, Any], cache_dir: str | Path | None = None) -> Throughpu
         batch / train_s,
         batch / eval_s,
         device_str,
-        f"probe: {task_cfg['name']} {_precision_key(precision)}, batch {batch}"
+        f"probe: {task_cfg['name']} {_precision_key(precision)}, "
+        f"{'×'.join(map(str, x.shape[1:]))} inputs, batch {batch}"
         + (
             f" of the recipe's {recipe_batch} (a CPU probe step is sized to ~{PROBE_SECONDS:g} s)"
             if batch < recipe_batch

@@ -137,6 +137,12 @@ class ImageNetClassification(Task):
         gen = torch.Generator().manual_seed(0)
         return torch.randn(batch_size, 3, self.input_size, self.input_size, generator=gen)
 
+    def training_input(self, batch_size: int, source: str) -> torch.Tensor:
+        if source != "embedded":
+            return self.example_input(batch_size)
+        px = int(self.embedded["size"])  # the stand-in trains at its own size, not input_size
+        return torch.randn(batch_size, 3, px, px, generator=torch.Generator().manual_seed(0))
+
     def prunable_layers(self, model: nn.Module) -> list[str]:
         if self.arch in PLAIN:
             # Every conv's output channels but the protected first conv's; conv5's are read by
