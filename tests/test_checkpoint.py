@@ -124,16 +124,30 @@ def test_bad_checkpoints_are_refused_clearly(tmp_path):
         load(tmp_path / "wrong.pt")
 
 
-def test_column_conv_before_a_global_pool_exports_with_a_dynamic_batch(tmp_path):
-    # SPP's ColumnConv returns a channels-last view; read by a global pool and a flatten (timm's
-    # ResNet-50 head) it made torch.export guard the batch axis to ≤ 2, so export failed.
+class _ChannelsLastBlock(nn.Module):
+    """ConvNeXt's pattern: a linear layer over channels-last positions, permuted back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("body", ["column_conv", "convnext_block"])
+def test_a_global_pool_over_a_permuted_map_exports_with_a_dynamic_batch(tmp_path, body):
+    # SPP's ColumnConv returns a channels-last view, as ConvNeXt's blocks do; read by a global
+    # pool (timm's heads) it made torch.export guard the batch axis to ≤ 2: export failed.
     torch.manual_seed(0)
-    conv = nn.Conv2d(8, 8, 3, 1, 1, bias=False)
-    keep = torch.rand(8, 3, 3) > 0.3
-    model = nn.Sequential(
-        ColumnConv(conv, keep), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)
-    ).eval()
+    first = (
+        ColumnConv(nn.Conv2d(8, 8, 3, 1, 1, bias=False), torch.rand(8, 3, 3) > 0.3)
+        if body == "column_conv"
+        else _ChannelsLastBlock()
+    )
+    model = nn.Sequential(first, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
     x = torch.randn(5, 8, 6, 6)
-    assert not model[0](x).is_contiguous()  # eager: the view is kept (no copy per call)
+    assert not first(x).is_contiguous()  # eager: the view is kept (no copy per call)
     ort_model = OrtModule(export_onnx(model, x[:1], tmp_path / "m.onnx"), threads=1)
     assert parity(model, ort_model, x)["max_abs_diff"] < 1e-5
+    assert not model[1]._forward_pre_hooks  # the export's hooks are gone afterwards

@@ -103,8 +103,4 @@ class ColumnConv(nn.Module):
             else torch.addmm(self.bias, cols, self.weight.T)
         )
         # (B, out…, C_out) → (B, C_out, out…): a channels-last view, no copy
-        y = y.view(x.shape[0], *out, -1).permute(0, nd + 1, *range(1, nd + 1))
-        # Exporting (ONNX has no strides): a contiguous output, so a global pool and flatten
-        # after it do not specialise the dynamic batch axis (torch.export guarded batch ≤ 2 on
-        # the channels-last view: SPP-pruned timm ResNet-50 failed to export)
-        return y.contiguous() if torch.compiler.is_exporting() else y
+        return y.view(x.shape[0], *out, -1).permute(0, nd + 1, *range(1, nd + 1))

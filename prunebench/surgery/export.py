@@ -4,10 +4,17 @@ The exporter is torch's maintained one (``torch.onnx.export(..., dynamo=True)``)
 ``OPSET`` with a dynamic batch axis. Every structure the core builds exports: plain slimmed
 convs (filter and channel removal, CaP's compensated weights), kernel masks (baked into a plain
 conv's zeros), SPP's ``ColumnConv`` (a gather and a matmul) and TRP's low-rank pairs.
+
+While exporting, every adaptive pooling layer reads a contiguous copy of its input: torch.export
+guards the dynamic batch to ≤ 2 when such a pool reads a permuted (channels-last-strided) tensor
+— SPP's ``ColumnConv`` output, ConvNeXt's blocks — and the export fails. ONNX has no strides,
+so the exported graph computes the same thing.
 """
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +24,37 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 
 OPSET = 18
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's exporter colours its messages
 EMBED_LIMIT_BYTES = 1_500_000_000  # weights above this go to <file>.data (protobuf's 2 GB cap)
 
 
 class ExportError(PrunebenchError):
     """A model that did not export or whose ONNX output disagrees with PyTorch's."""
+
+
+ADAPTIVE_POOLS = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+
+
+@contextmanager
+def _contiguous_pool_inputs(model: nn.Module):
+    """Within the block, ``model``'s adaptive pools read a contiguous copy of their input."""
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+        for m in model.modules()
+        if isinstance(m, ADAPTIVE_POOLS)
+    ]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
@@ -36,23 +69,25 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
     stale = path.with_name(path.name + ".data")  # an earlier export's weights must not linger
     stale.unlink(missing_ok=True)
     try:
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_shapes=({0: batch},),
-            external_data=size > EMBED_LIMIT_BYTES,
-            verbose=False,
-        )
+        with _contiguous_pool_inputs(model):
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_shapes=({0: batch},),
+                external_data=size > EMBED_LIMIT_BYTES,
+                verbose=False,
+            )
     except Exception as exc:  # noqa: BLE001 — name the structures the model holds
         kinds = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
+        first = ANSI.sub("", str(exc)).strip().splitlines()
         raise ExportError(
             f"ONNX export failed for a model made of {kinds}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{first[0] if first else ''}"
         ) from None
     return path
 
