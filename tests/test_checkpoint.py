@@ -136,9 +136,10 @@ class _ChannelsLastBlock(nn.Module):
 
 
 @pytest.mark.parametrize("body", ["column_conv", "convnext_block"])
-def test_a_global_pool_over_a_permuted_map_exports_with_a_dynamic_batch(tmp_path, body):
-    # SPP's ColumnConv returns a channels-last view, as ConvNeXt's blocks do; read by a global
-    # pool (timm's heads) it made torch.export guard the batch axis to ≤ 2: export failed.
+def test_a_one_image_example_exports_a_dynamic_batch(tmp_path, body):
+    # Traced on one image, torch.export specialised the batch to 1 where a global pool and a
+    # flatten read a permuted map (SPP's ColumnConv output, ConvNeXt's blocks) and refused the
+    # dynamic axis: every SPP-pruned timm model and ConvNeXt under every method failed to export.
     torch.manual_seed(0)
     first = (
         ColumnConv(nn.Conv2d(8, 8, 3, 1, 1, bias=False), torch.rand(8, 3, 3) > 0.3)
@@ -147,7 +148,6 @@ def test_a_global_pool_over_a_permuted_map_exports_with_a_dynamic_batch(tmp_path
     )
     model = nn.Sequential(first, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
     x = torch.randn(5, 8, 6, 6)
-    assert not first(x).is_contiguous()  # eager: the view is kept (no copy per call)
     ort_model = OrtModule(export_onnx(model, x[:1], tmp_path / "m.onnx"), threads=1)
-    assert parity(model, ort_model, x)["max_abs_diff"] < 1e-5
-    assert not model[1]._forward_pre_hooks  # the export's hooks are gone afterwards
+    for batch in (x, x[:1]):
+        assert parity(model, ort_model, batch)["max_abs_diff"] < 1e-5

@@ -5,16 +5,15 @@ The exporter is torch's maintained one (``torch.onnx.export(..., dynamo=True)``)
 convs (filter and channel removal, CaP's compensated weights), kernel masks (baked into a plain
 conv's zeros), SPP's ``ColumnConv`` (a gather and a matmul) and TRP's low-rank pairs.
 
-While exporting, every adaptive pooling layer reads a contiguous copy of its input: torch.export
-guards the dynamic batch to ≤ 2 when such a pool reads a permuted (channels-last-strided) tensor
-— SPP's ``ColumnConv`` output, ConvNeXt's blocks — and the export fails. ONNX has no strides,
-so the exported graph computes the same thing.
+The model is traced on a batch of at least two: torch.export specialises a dynamic axis whose
+example size is 1 wherever the model reshapes or permutes it (size-1 dimensions are special to
+strides), and then refuses the dynamic batch — ConvNeXt and SPP-pruned models with a global pool
+failed to export from a one-image example.
 """
 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,31 +31,6 @@ class ExportError(PrunebenchError):
     """A model that did not export or whose ONNX output disagrees with PyTorch's."""
 
 
-ADAPTIVE_POOLS = (
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-
-
-@contextmanager
-def _contiguous_pool_inputs(model: nn.Module):
-    """Within the block, ``model``'s adaptive pools read a contiguous copy of their input."""
-    hooks = [
-        m.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
-        for m in model.modules()
-        if isinstance(m, ADAPTIVE_POOLS)
-    ]
-    try:
-        yield
-    finally:
-        for h in hooks:
-            h.remove()
-
-
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
     """Export ``model`` (eval mode) to ``path`` with a dynamic batch axis; returns the path.
     The weights are embedded in the file unless they exceed ``EMBED_LIMIT_BYTES`` (then they
@@ -68,20 +42,21 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Pa
     size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     stale = path.with_name(path.name + ".data")  # an earlier export's weights must not linger
     stale.unlink(missing_ok=True)
+    if example.shape[0] < 2:  # see the module docstring
+        example = example.expand(2, *example.shape[1:]).contiguous()
     try:
-        with _contiguous_pool_inputs(model):
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=True,
-                opset_version=OPSET,
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_shapes=({0: batch},),
-                external_data=size > EMBED_LIMIT_BYTES,
-                verbose=False,
-            )
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes=({0: batch},),
+            external_data=size > EMBED_LIMIT_BYTES,
+            verbose=False,
+        )
     except Exception as exc:  # noqa: BLE001 — name the structures the model holds
         kinds = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
         first = ANSI.sub("", str(exc)).strip().splitlines()
