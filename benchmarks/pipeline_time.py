@@ -10,13 +10,14 @@ then warm in the same fresh runs folder. Prints the wall time, the sum of every 
 launcher runs the points in that one process). ``--default-rss`` also measures the peak RSS of
 ``python run.py budget=smoke logger=none`` (the default command at the smoke tier).
 
-``--from-records DIR`` (no run): the same figures estimated **from committed records**
-(``results/records/<task>/*.json``, ``cpu`` tier, embedded data, CPU trainer only): per point
-(method, target, hyper-parameters, finetune epochs), the median over seeds of
-compress + finetune + evaluate seconds, × the number of seeds — the warm sweep — plus the
-median baseline stage (where it ran) × seeds for the cold one. It also computes CaP's claim
-(compression without retraining saves ~95 % of the processing time): CaP's compress stage vs
-magnitude's compress + finetune, at r0.5, beside the test accuracies each reached.
+``--from-records DIR`` (no run): the same figures **from committed records**
+(``results/records/<task>/*.json``, ``cpu`` tier, embedded data, CPU trainer only): the warm
+sweep is every ok point's compress + finetune + evaluate seconds once, split per method with the
+budget-matched controls the leaderboard pairs with its points; the cold one adds one baseline
+(the median baseline stage) per seed. Records carry the load of the machine they ran on. It also
+computes CaP's claim (compression without retraining saves ~95 % of the processing time): CaP's
+compress stage vs magnitude's compress + finetune, at r0.5, beside the test accuracies each
+reached.
 
 ``--controls CMD`` runs the budget-matched controls' command after each live sweep (with
 ``{results}``/``{runs}`` replaced by the sweep's folders) and times it beside the sweep; every
@@ -39,6 +40,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from _common import ROOT, peak_rss, write_json
+
+from prunebench.reporting.matching import CONTROLS, pair
 
 ALL_METHODS = "dense,magnitude,random,kcp,trp,spp,cap,lapp"
 WORK_STAGES = ("compress", "finetune", "evaluate")  # what a warm sweep spends per point
@@ -164,44 +167,81 @@ def _work(r: dict) -> float:
     return sum(r["stage_seconds"].get(s, 0.0) for s in WORK_STAGES)
 
 
+def _is_control(r: dict) -> bool:
+    """A budget-matched control point (scripts/controls.py): magnitude/random given a method's
+    training as ``budget.finetune_samples``, or the scratch control."""
+    finetune_samples = r["config"]["budget"].get("finetune_samples")
+    return r["method"] == "scratch" or (r["method"] in CONTROLS and finetune_samples is not None)
+
+
 def from_records(task_dir: Path) -> dict:
+    """The sweep's cost from its records: every ok cpu-tier point's compress + finetune +
+    evaluate seconds once (the warm sweep), per method with the controls matched to its points
+    (the leaderboard's pairing), plus one baseline per seed (the cold sweep)."""
     records, skipped = _load(task_dir)
+    methods = [r for r in records if not _is_control(r)]
     points: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
+    for r in methods:
         points[_point(r)].append(r)
-    seeds = sorted({r["seed"] for r in records})
-    rows = []
-    for key, rs in sorted(points.items()):
-        per_stage = {
-            s: statistics.median(r["stage_seconds"].get(s, 0.0) for r in rs) for s in WORK_STAGES
+    rows = [
+        {
+            "point": key,
+            "seeds": sorted(r["seed"] for r in rs),
+            "median_work_seconds": statistics.median(_work(r) for r in rs),
+            "median_stage_seconds": {
+                s: statistics.median(r["stage_seconds"].get(s, 0.0) for r in rs)
+                for s in WORK_STAGES
+            },
         }
-        rows.append(
+        for key, rs in sorted(points.items())
+    ]
+    per_method: dict[str, dict] = {}
+    matched: set[str] = set()
+    for m in sorted(methods, key=lambda r: r["point_id"]):
+        e = per_method.setdefault(
+            m["method"],
             {
-                "point": key,
-                "seeds": sorted(r["seed"] for r in rs),
-                "median_work_seconds": statistics.median(_work(r) for r in rs),
-                "median_stage_seconds": per_stage,
-            }
+                "points": 0,
+                "work_seconds": 0.0,
+                "controls": 0,
+                "shared_controls": 0,  # counted under the method listed first
+                "controls_work_seconds": 0.0,
+            },
         )
+        e["points"] += 1
+        e["work_seconds"] += _work(m)
+        for kind in CONTROLS if m["method"] not in (*CONTROLS, "dense") else ():
+            c = pair(m, records, kind).control
+            if c is None:
+                continue
+            e["controls"] += 1
+            if c["point_id"] in matched:  # one point serves two methods (same MACs and samples)
+                e["shared_controls"] += 1
+            else:
+                matched.add(c["point_id"])
+                e["controls_work_seconds"] += _work(c)
+    loose = [r for r in records if _is_control(r) and r["point_id"] not in matched]
+    seeds = sorted({r["seed"] for r in records})
     baselines = [
         r["stage_seconds"]["baseline"] for r in records if r["stage_seconds"].get("baseline", 0) > 1
     ]
     base = statistics.median(baselines) if baselines else 0.0
-    warm = len(seeds) * sum(row["median_work_seconds"] for row in rows)
-    by_stage = {
-        s: len(seeds) * sum(row["median_stage_seconds"][s] for row in rows) for s in WORK_STAGES
-    }
+    warm = sum(_work(r) for r in records)
     return {
         "source": f"from committed records: {task_dir}",
         "records": len(records),
         "skipped": skipped,
         "seeds": seeds,
         "points": rows,
-        "warm_estimate_seconds": warm,
-        "warm_by_stage_seconds": by_stage,
+        "per_method": per_method,
+        "unmatched_controls": len(loose),
+        "unmatched_controls_work_seconds": sum(_work(r) for r in loose),
+        "warm_seconds": warm,
+        "warm_by_stage_seconds": {
+            s: sum(r["stage_seconds"].get(s, 0.0) for r in records) for s in WORK_STAGES
+        },
         "baseline_median_seconds": base,
-        "cold_estimate_seconds": warm + len(seeds) * base,
-        "warm_actual_sum_seconds": sum(_work(r) for r in records),
+        "cold_seconds": warm + len(seeds) * base,
     }
 
 
@@ -210,7 +250,11 @@ def cap_claim(task_dir: Path) -> dict | None:
     recs = [json.loads(p.read_text()) for p in sorted(task_dir.glob("*.json"))]
     recs = [r for r in recs if r.get("status") == "ok" and r["budget"] == "cpu"]
     cap = [r for r in recs if r["method"] == "cap" and r["target_macs_reduction"] == 0.5]
-    mag = [r for r in recs if r["method"] == "magnitude" and r["target_macs_reduction"] == 0.5]
+    mag = [
+        r
+        for r in recs
+        if r["method"] == "magnitude" and r["target_macs_reduction"] == 0.5 and not _is_control(r)
+    ]
     mag_ft = [r for r in mag if "finetune" in r["stage_seconds"]]
     mag_0 = [r for r in mag if "finetune" not in r["stage_seconds"]]
     if not cap or not mag_ft:
@@ -270,14 +314,30 @@ def main() -> None:
         root = Path(args.from_records)
         est = from_records(root / args.task)
         print(
-            f"{args.task}, cpu tier, {est['records']} records (from committed records): warm sweep "
-            f"≈ {est['warm_estimate_seconds'] / 60:.1f} min, cold ≈ "
-            f"{est['cold_estimate_seconds'] / 60:.1f} min (baseline {est['baseline_median_seconds']:.0f} s "
-            f"× {len(est['seeds'])} seeds); warm by stage "
+            f"{args.task}, cpu tier, {est['records']} records: warm sweep "
+            f"{est['warm_seconds'] / 60:.1f} min, cold {est['cold_seconds'] / 60:.1f} min "
+            f"(baseline {est['baseline_median_seconds']:.0f} s × {len(est['seeds'])} seeds); "
+            f"warm by stage "
             f"{ ({k: round(v / 60, 1) for k, v in est['warm_by_stage_seconds'].items()}) } min"
         )
-        for row in sorted(est["points"], key=lambda r: -r["median_work_seconds"]):
-            print(f"  {row['median_work_seconds']:>7.0f} s  {row['point'][:90]}")
+        print(f"  {'method':<10} {'points':>6} {'min':>7} {'controls':>8} {'min':>7} {'total':>7}")
+        for name, e in sorted(
+            est["per_method"].items(),
+            key=lambda kv: -kv[1]["work_seconds"] - kv[1]["controls_work_seconds"],
+        ):
+            own, ctl = e["work_seconds"] / 60, e["controls_work_seconds"] / 60
+            shared = (
+                f" ({e['shared_controls']} shared, timed above)" if e["shared_controls"] else ""
+            )
+            print(
+                f"  {name:<10} {e['points']:>6} {own:>7.1f} {e['controls']:>8} {ctl:>7.1f} "
+                f"{own + ctl:>7.1f}{shared}"
+            )
+        if est["unmatched_controls"]:
+            print(
+                f"  {est['unmatched_controls']} control point(s) matched to no method record: "
+                f"{est['unmatched_controls_work_seconds'] / 60:.1f} min"
+            )
         claims = [c for t in ("cifar10_resnet20", "cifar10_resnet56") if (c := cap_claim(root / t))]
         for c in claims:
             print(
