@@ -157,9 +157,21 @@ def peak_rss(args: list[str], env: dict | None = None) -> dict[str, float]:
     return result
 
 
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` ("unknown" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def meta() -> dict:
     return {
         "torch": torch.__version__,
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
