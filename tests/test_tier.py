@@ -21,16 +21,18 @@ def test_the_cpu_tier_warms_the_cifar_baseline_up_in_the_lr_01_family_and_paper_
 ):
     cpu = apply_tier_recipe(_resolved(tmp_path, f"task={task}", "budget=cpu"))
     base = cpu["task"]["recipe"]["baseline"]
-    # He et al.'s lr 0.1 at batch 128, or the same lr per image at batch 32 (ResNet-56: 4× steps)
-    want = {"cifar10_resnet20": (0.1, 128), "cifar10_resnet56": (0.025, 32)}[task]
-    assert (base["lr"], base["batch_size"]) == want
+    # He et al.'s lr 0.1 at batch 128 as the same lr per image at batch 32 (4× the steps)
+    assert (base["lr"], base["batch_size"]) == (0.025, 32)
     ft = cpu["task"]["recipe"]["finetune"]
     assert ft["lr"] / ft["batch_size"] == pytest.approx(0.01 / 128)  # the finetune's family too
-    assert (base["warmup_epochs"], base["warmup_shape"], base["warmup_factor"]) == (
-        2,
-        "linear",
-        0.0,
-    )
+    # ResNet-20 warms up over 1 epoch of 10,000 images, ResNet-56 over 2 of 5,000: ~310 steps
+    want_warmup = {"cifar10_resnet20": (1, 10000), "cifar10_resnet56": (2, 5000)}[task]
+    assert (base["warmup_epochs"], cpu["budget"]["data"]["train"]) == want_warmup
+    assert (base["warmup_shape"], base["warmup_factor"]) == ("linear", 0.0)
+    b = cpu["budget"]  # both train the same samples: 70,000 baseline, 20,000 per finetune/compress
+    assert b["baseline_epochs"] * b["data"]["train"] == 70_000
+    assert b["finetune_epochs"] * b["data"]["train"] == b["compress_epochs"] * b["data"]["train"]
+    assert b["finetune_epochs"] * b["data"]["train"] == 20_000
     assert "warmup_epochs" not in cpu["task"]["recipe"]["finetune"]
     paper = _resolved(tmp_path, f"task={task}", "budget=paper")
     assert apply_tier_recipe(paper) == paper  # the paper tier stays the paper's recipe
