@@ -252,9 +252,8 @@ def test_paper_tier_scratch_run_drops_the_lr_after_epochs_81_and_122(tmp_path):
     assert lrs[81:122] == pytest.approx([0.01] * 41)
     assert lrs[122:] == pytest.approx([0.001] * 42)
     # a shrunk tier keeps the shares: 4 epochs → drops after epochs 2 and 3
-    assert _compress_stage_lrs(tmp_path, "budget=cpu", "method.start=scratch") == pytest.approx(
-        [0.1, 0.1, 0.01, 0.001]
-    )
+    shrunk = ("budget=cpu", "budget.compress_epochs=4", "method.start=scratch")
+    assert _compress_stage_lrs(tmp_path, *shrunk) == pytest.approx([0.1, 0.1, 0.01, 0.001])
     # the benchmark's start: the task's finetune recipe from the baseline (lr 0.01, ÷10 at 82, 123)
     lrs = _compress_stage_lrs(tmp_path, "budget=paper")
     assert lrs[81] == pytest.approx(0.01) and lrs[82] == pytest.approx(0.001)
