@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,18 @@ def records(tmp_path: Path, results: str = "results") -> dict[str, dict]:
         rec = read_record(path)
         out[rec["method"]] = rec
     return out
+
+
+@contextlib.contextmanager
+def benchmark_module(name: str) -> Iterator[object]:
+    """``benchmarks/<name>.py`` imported as a module, with its folder on ``sys.path`` while it is
+    used (the scripts import their sibling ``_common``)."""
+    folder = str(ROOT / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(folder)

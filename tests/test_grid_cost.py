@@ -3,26 +3,18 @@ point timed once, controls attributed to the method they are matched to."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import benchmark_module
 from tests.test_records import minimal_record
 
 
 @pytest.fixture(scope="module")
 def pipeline_time():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling _common
-    spec = importlib.util.spec_from_file_location(
-        "pipeline_time", ROOT / "benchmarks" / "pipeline_time.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_module("pipeline_time") as module:
+        yield module
 
 
 def _rec(method, point, compress, finetune, post=0, seed=0, ft_samples=None, baseline=0.0):

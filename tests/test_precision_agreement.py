@@ -3,26 +3,18 @@ per-seed differences, the within-noise verdict and the stage-time ratios."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import benchmark_module
 from tests.test_records import minimal_record
 
 
 @pytest.fixture(scope="module")
 def agreement():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling _common
-    spec = importlib.util.spec_from_file_location(
-        "precision_agreement", ROOT / "benchmarks" / "precision_agreement.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_module("precision_agreement") as module:
+        yield module
 
 
 def _write(folder, precision, dense, pruned, baseline_s, finetune_s):
