@@ -10,7 +10,7 @@ method's paired Δ to its own seed's dense, and the median training seconds per 
 per-seed bf16 − fp32 differences and the fp32/bf16 stage-time ratios (> 1: bf16 is faster).
 
 "Agrees within seed noise": the mean difference between the precisions is no larger than one
-sample std of the per-seed differences (n ≥ 2) — a looser screen than the leaderboard's paired
+sample std of the per-seed differences (n ≥ 2) — stricter than the leaderboard's paired
 t-test, which would call even fewer of these differences real.
 
     python benchmarks/precision_agreement.py --seeds 0,1,2 --method magnitude
