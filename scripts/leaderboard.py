@@ -1,5 +1,6 @@
 """Rank the run records: the leaderboard as markdown (stdout, ``--out``) or, with ``--publish``,
-the published ``results/LEADERBOARD.md`` and ``results/plots/<task>.png``.
+the published ``results/LEADERBOARD.md``, ``results/plots/<task>.png`` and the README's
+results-at-a-glance block (between its ``glance`` markers).
 
 python scripts/leaderboard.py [--results DIR] [--task T] [--tier cpu] [--data embedded]
     [--out FILE.md] [--plots DIR] [--publish] [--archive] [--one-version TASK] [--include-smoke]
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from prunebench.errors import RecordError
 from prunebench.reporting.claims import load_claims
+from prunebench.reporting.glance import with_glance
 from prunebench.reporting.headline import as_dict, headline
 from prunebench.reporting.leaderboard import (
     ARCHIVE,
@@ -39,6 +41,7 @@ from prunebench.reporting.records import write_atomic
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "results"
 CONF = ROOT / "conf"
+README = ROOT / "README.md"
 
 
 def log_wandb(tables, runs_dir: str) -> str:
@@ -218,9 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     every_failed = failed_runs(current, args.task, args.tier, args.data)
     markdown = render_markdown(tables, claims, problems, failed, source, every_failed)
     out = results / "LEADERBOARD.md" if args.publish else args.out
+    readme = None  # the README's glance block follows the published tables only
+    if args.publish and published:
+        try:
+            readme = with_glance(README.read_text(), tables)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     plots = results / "plots" if args.publish else args.plots
     if out:
         write_atomic(out, markdown)
+    if readme is not None:
+        write_atomic(README, readme)
+        print(f"wrote {README.name}'s results-at-a-glance block", file=sys.stderr)
     else:
         print(markdown)
     if plots:
