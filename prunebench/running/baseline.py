@@ -38,6 +38,8 @@ def baseline_key(cfg: dict[str, Any], with_seed: bool = True) -> str:
         "data": {
             **{k: data.get(k) for k in ("source", "root", "embedded_seed", "val_fraction")},
             **({"val_per_class": data["val_per_class"]} if "val_per_class" in data else {}),
+            # other augmentation draws: another baseline (absent when false: keys made before it)
+            **({"device_resident": True} if data.get("device_resident") else {}),
         },
         "budget": {"baseline_epochs": budget["baseline_epochs"], "data": budget["data"]},
         "trainer_precision": cfg["trainer"].get("precision"),

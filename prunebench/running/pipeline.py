@@ -82,6 +82,8 @@ def point_id(cfg: dict[str, Any]) -> str:
         ident["target"] = {k: v for k, v in ident["target"].items() if k != "round_to"}
     if ident.get("budget", {}).get("finetune_samples") is None:  # likewise: ids made before it
         ident["budget"] = {k: v for k, v in ident["budget"].items() if k != "finetune_samples"}
+    if not ident.get("data", {}).get("device_resident", False):  # likewise
+        ident["data"] = {k: v for k, v in ident["data"].items() if k != "device_resident"}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[
         :10
     ]

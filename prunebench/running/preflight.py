@@ -46,8 +46,9 @@ def _first_line(exc: BaseException) -> str:
 def check_data(data: dict[str, Any]) -> None:
     """The data module's settings every task shares."""
     _need_int("data.num_workers", data.get("num_workers", 0), 0)
-    if not isinstance(data.get("pin_memory", False), bool):
-        raise ConfigError(f"data.pin_memory={data['pin_memory']!r}: must be true or false")
+    for key in ("pin_memory", "device_resident"):
+        if not isinstance(data.get(key, False), bool):
+            raise ConfigError(f"data.{key}={data[key]!r}: must be true or false")
     if "embedded_seed" in data:
         _need_int("data.embedded_seed", data["embedded_seed"], 0)
     fraction = data.get("val_fraction", 0.1)
