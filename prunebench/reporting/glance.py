@@ -4,10 +4,9 @@ figures come from the committed records, never from a hand edit."""
 
 from __future__ import annotations
 
-from prunebench.reporting.headline import KINDS, Paired, headline
+from prunebench.reporting.headline import KINDS, Paired, cell, headline
 from prunebench.reporting.leaderboard import Row
 from prunebench.reporting.markdown import training_cell
-from prunebench.reporting.matching import beyond_noise
 from prunebench.reporting.report import metric_scale
 
 BEGIN = "<!-- glance:begin — written by `python scripts/leaderboard.py --publish`; do not edit -->"
@@ -15,17 +14,12 @@ END = "<!-- glance:end -->"
 
 
 def _words(p: Paired | None, scale: float, hib: bool) -> str:
+    """The headline's cell, then the verdict in one word."""
     if p is None:
         return "—"
-    mean, std = p.mean_std()
-    if mean is None:
+    if not p.diffs:
         return "no control yet"
-    spread = "" if std is None else f" ± {scale * std:.2f}"
-    if not beyond_noise(p.diffs):
-        verdict = "within noise"
-    else:
-        verdict = "better" if (mean > 0) == hib else "worse"
-    return f"{scale * mean:+.2f}{spread} (n={len(p.diffs)}): {verdict}"
+    return f"{cell(p, scale)}: {p.outcome(hib)}"
 
 
 def _dense(rows: list[Row], scale: float, unit: str) -> str:

@@ -38,15 +38,21 @@ class Paired:
             return None, None
         return statistics.fmean(d), (statistics.stdev(d) if len(d) > 1 else None)
 
-    def verdict(self, higher_is_better: bool) -> str:
-        """The comparison in words (``NOISE_RULE``)."""
+    def outcome(self, higher_is_better: bool) -> str:
+        """``better``, ``worse`` or ``within noise`` (``NOISE_RULE``); needs a paired seed."""
         d = self.diffs
-        if not d:
-            return f"no matched {self.kind} control yet"
         if not beyond_noise(d):
+            return "within noise"
+        return "better" if (statistics.fmean(d) > 0) == higher_is_better else "worse"
+
+    def verdict(self, higher_is_better: bool) -> str:
+        """The comparison in words."""
+        if not self.diffs:
+            return f"no matched {self.kind} control yet"
+        word = self.outcome(higher_is_better)
+        if word == "within noise":
             return f"within noise of {self.kind}"
-        better = (statistics.fmean(d) > 0) == higher_is_better
-        return f"{'better' if better else 'worse'} than {self.kind} beyond noise"
+        return f"{word} than {self.kind} beyond noise"
 
 
 @dataclass
