@@ -15,18 +15,26 @@ def _resolved(tmp_path, *overrides: str) -> dict:
     return OmegaConf.to_container(make_cfg(tmp_path, *overrides), resolve=True)
 
 
-@pytest.mark.parametrize("task", ["cifar10_resnet20", "cifar10_resnet56"])
-def test_the_cpu_tier_warms_the_cifar_baseline_up_in_the_lr_01_family_and_paper_is_untouched(
+# task → the paper recipe's (baseline lr, finetune lr, batch), the tier's warm-up (epochs, images)
+FAMILIES = {
+    "cifar10_resnet20": ((0.1, 0.01, 128), (1, 10000)),  # He et al.
+    "cifar10_resnet56": ((0.1, 0.01, 128), (2, 5000)),
+    "imagenet_resnet18": ((0.1, 0.01, 256), (1, 10000)),  # torchvision's reference recipe
+}
+
+
+@pytest.mark.parametrize("task", sorted(FAMILIES))
+def test_the_cpu_tier_warms_the_baseline_up_in_the_papers_lr_family_and_paper_is_untouched(
     tmp_path, task
 ):
+    (lr, ft_lr, batch), want_warmup = FAMILIES[task]
     cpu = apply_tier_recipe(_resolved(tmp_path, f"task={task}", "budget=cpu"))
     base = cpu["task"]["recipe"]["baseline"]
-    # He et al.'s lr 0.1 at batch 128 as the same lr per image at batch 32 (4× the steps)
-    assert (base["lr"], base["batch_size"]) == (0.025, 32)
+    # the paper's lr at its batch as the same lr per image at batch 32 (more steps)
+    assert base["batch_size"] == 32 and base["lr"] == pytest.approx(lr * 32 / batch)
     ft = cpu["task"]["recipe"]["finetune"]
-    assert ft["lr"] / ft["batch_size"] == pytest.approx(0.01 / 128)  # the finetune's family too
-    # ResNet-20 warms up over 1 epoch of 10,000 images, ResNet-56 over 2 of 5,000: ~310 steps
-    want_warmup = {"cifar10_resnet20": (1, 10000), "cifar10_resnet56": (2, 5000)}[task]
+    assert ft["lr"] / ft["batch_size"] == pytest.approx(ft_lr / batch)  # the finetune's family too
+    # ~310 warm-up steps: 1 epoch of 10,000 images or 2 of 5,000 at batch 32
     assert (base["warmup_epochs"], cpu["budget"]["data"]["train"]) == want_warmup
     assert (base["warmup_shape"], base["warmup_factor"]) == ("linear", 0.0)
     b = cpu["budget"]  # both train the same samples: 70,000 baseline, 20,000 per finetune/compress
@@ -39,7 +47,7 @@ def test_the_cpu_tier_warms_the_cifar_baseline_up_in_the_lr_01_family_and_paper_
 
 
 def test_a_task_without_a_tier_recipe_keeps_its_config_and_point_id(tmp_path):
-    cfg = _resolved(tmp_path, "task=imagenet_resnet18", "budget=cpu")
+    cfg = _resolved(tmp_path, "task=imagenet_resnet50", "budget=cpu")
     out = apply_tier_recipe(cfg)
     assert out == cfg and point_id(out) == point_id(cfg)
 
