@@ -231,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     plots = results / "plots" if args.publish else args.plots
     if out:
         write_atomic(out, markdown)
+    else:
+        print(markdown)
     if readme is not None:
         write_atomic(README, readme)
         print(f"wrote {README.name}'s results-at-a-glance block", file=sys.stderr)
-    else:
-        print(markdown)
     if plots:
         by_task = defaultdict(dict)
         for (task, data, tier), rows in tables.items():

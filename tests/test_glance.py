@@ -60,3 +60,13 @@ def test_the_committed_readme_block_is_what_the_script_writes():
     current = [r for r in split_superseded(records)[0] if r["budget"] != "smoke"]
     readme = (ROOT / "README.md").read_text()
     assert with_glance(readme, aggregate(current)) == readme
+
+
+def test_out_writes_the_file_and_leaves_stdout_and_the_readme_alone(tmp_path, capsys):
+    from scripts.leaderboard import main
+
+    before = (ROOT / "README.md").read_text()
+    assert main(["--out", str(tmp_path / "view.md"), "--task", "cifar10_resnet20"]) == 0
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "view.md").read_text().startswith("# prunebench leaderboard")
+    assert (ROOT / "README.md").read_text() == before
