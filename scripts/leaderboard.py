@@ -24,6 +24,7 @@ from pathlib import Path
 
 from prunebench.errors import RecordError
 from prunebench.reporting.claims import load_claims
+from prunebench.reporting.coverage import load_gaps, stale_gaps
 from prunebench.reporting.glance import with_glance
 from prunebench.reporting.headline import as_dict, headline
 from prunebench.reporting.leaderboard import (
@@ -79,9 +80,14 @@ def log_wandb(tables, runs_dir: str) -> str:
     return folder
 
 
+def _configs(group: str) -> list[str]:
+    """The config names of ``conf/<group>``."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
 def _choice(value: str | None, group: str, flag: str) -> str | None:
     """None when ``value`` is unset or a config in ``conf/<group>``; else the error line."""
-    choices = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    choices = _configs(group)
     if value is None or value in choices:
         return None
     return f"{flag} {value!r}: no such {group}; choices: {', '.join(choices)}"
@@ -91,6 +97,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=str(PUBLISHED), help="folder with records/ inside")
     p.add_argument("--claims", default=None, help="claims file (default: the published one)")
+    p.add_argument(
+        "--gaps",
+        default=None,
+        help="why grid cells have no record (default: <results>/gaps.yaml where it exists)",
+    )
     p.add_argument("--task", help="only this task")
     p.add_argument("--tier", help="only this budget tier (smoke, cpu, paper)")
     p.add_argument("--data", help="only this data source (embedded, disk)")
@@ -150,6 +161,8 @@ def _check(args: argparse.Namespace) -> str | None:
     claims = Path(args.claims) if args.claims else results / "claims.yaml"
     if args.claims and not claims.is_file():
         return f"--claims {claims}: no such file"
+    if args.gaps and not Path(args.gaps).is_file():
+        return f"--gaps {args.gaps}: no such file"
     writes = [results] if args.publish or args.archive or args.one_version else []
     writes += [Path(args.out).parent] if args.out else []
     writes += [Path(args.plots)] if args.plots else []
@@ -205,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.include_smoke or args.tier == "smoke"):
         current = [r for r in current if r["budget"] != "smoke"]
     claims_path = Path(args.claims) if args.claims else results / "claims.yaml"
+    gaps_path = Path(args.gaps) if args.gaps else results / "gaps.yaml"
     try:
         claims = load_claims(claims_path if claims_path.is_file() else PUBLISHED / "claims.yaml")
+        gaps = (
+            load_gaps(gaps_path, *(_configs(g) for g in ("task", "budget", "data")))
+            if gaps_path.is_file()
+            else {}
+        )
     except RecordError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -219,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         else f"the run records of the user folder `{results}` (not the published ones)"
     )
     every_failed = failed_runs(current, args.task, args.tier, args.data)
-    markdown = render_markdown(tables, claims, problems, failed, source, every_failed)
+    for cell in stale_gaps(tables, gaps):
+        print(
+            f"note: {' × '.join(cell)} has records now; drop its entry from the gaps file",
+            file=sys.stderr,
+        )
+    markdown = render_markdown(tables, claims, problems, failed, source, every_failed, gaps)
     out = results / "LEADERBOARD.md" if args.publish else args.out
     readme = None  # the README's glance block follows the published tables only
     if args.publish and published:

@@ -1,11 +1,16 @@
 """The grid's coverage: every task × method cell of a tier and data source, with what fills it —
-the reductions run and their seeds, a failure with its reason, or "not run" — so an empty cell
-is said, never left out."""
+the reductions run and their seeds, a failure with its reason, or "not run" with the reason
+``results/gaps.yaml`` gives — so an empty cell is said, never left out."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from prunebench.errors import RecordError
 from prunebench.reporting.leaderboard import Row
 
 # The benchmark's grid: its six tasks and eight methods (the controls' own rows, with a
@@ -19,9 +24,57 @@ GRID_TASKS = (
     "seg_deeplabv3_voc",
 )
 GRID_METHODS = ("dense", "magnitude", "random", "kcp", "spp", "cap", "trp", "lapp")
+GAP_KEYS = ("task", "method", "tier", "data", "reason")
+
+Cell = tuple[str, str, str, str]  # (task, method, data source, tier)
 
 
-def _cell(rows: list[Row], failed: list[dict[str, Any]]) -> str:
+def load_gaps(
+    path: Path, tasks: Iterable[str], tiers: Iterable[str], data: Iterable[str]
+) -> dict[Cell, str]:
+    """The cells known to have no record, and why: ``{(task, method, data, tier): reason}`` from
+    a gaps file (``results/gaps.yaml``; schema in its header). A bad entry raises
+    :class:`RecordError` naming it and the choices."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("gaps", []), list):
+        raise RecordError(f"{path.name}: expected a mapping with a `gaps:` list")
+    choices = {
+        "task": sorted(tasks),
+        "method": list(GRID_METHODS),
+        "tier": sorted(tiers),
+        "data": sorted(data),
+    }
+    gaps: dict[Cell, str] = {}
+    for i, g in enumerate(doc.get("gaps") or []):
+        where = f"{path.name}: gap {i}"
+        if not isinstance(g, dict) or sorted(g) != sorted(GAP_KEYS):
+            raise RecordError(f"{where}: needs exactly the keys {', '.join(GAP_KEYS)}")
+        for key, allowed in choices.items():
+            if g[key] not in allowed:
+                raise RecordError(f"{where}: {key}={g[key]!r}; choices: {', '.join(allowed)}")
+        if not isinstance(g["reason"], str) or not g["reason"].strip():
+            raise RecordError(f"{where}: reason must be a non-empty sentence")
+        cell = (g["task"], g["method"], g["data"], g["tier"])
+        if cell in gaps:
+            raise RecordError(f"{where}: {' × '.join(cell)} is listed twice")
+        gaps[cell] = " ".join(g["reason"].split())
+    return gaps
+
+
+def stale_gaps(tables: dict[tuple[str, str, str], list[Row]], gaps: dict[Cell, str]) -> list[Cell]:
+    """The gap entries whose cell has the method's own rows now (the entry should go)."""
+    return [
+        cell
+        for cell in gaps
+        if any(
+            r.method == cell[1] and r.finetune_samples is None
+            for r in tables.get((cell[0], cell[2], cell[3]), [])
+        )
+    ]
+
+
+def _cell(rows: list[Row], failed: list[dict[str, Any]]) -> str | None:
+    """What fills a cell: its reductions and seeds, or its failure; None when it is empty."""
     own = [r for r in rows if r.finetune_samples is None]
     if own:
         best: dict[float, int] = {}
@@ -34,17 +87,21 @@ def _cell(rows: list[Row], failed: list[dict[str, Any]]) -> str:
     if failed:
         reason = (failed[0].get("failure_reason") or "").splitlines()[0][:80].replace("|", "\\|")
         return f"failed ({len(failed)}): {reason}"
-    return "not run"
+    return None
 
 
 def coverage_section(
-    tables: dict[tuple[str, str, str], list[Row]], failed: list[dict[str, Any]]
+    tables: dict[tuple[str, str, str], list[Row]],
+    failed: list[dict[str, Any]],
+    gaps: dict[Cell, str] | None = None,
 ) -> list[str]:
-    """A task × method matrix per (data source, tier) present in ``tables``."""
+    """A task × method matrix per (data source, tier) present in ``tables``; an empty cell
+    listed in ``gaps`` points to its reason, numbered under the matrix."""
     out = ["## Coverage of the grid", ""]
     out.append(
         "Each cell: the achieved MACs reductions run and their seeds (n), a failure with its "
-        "reason, or “not run”. Budget-matched control rows are not counted."
+        "reason, or “not run” ([k]: the reason `results/gaps.yaml` gives, under the matrix). "
+        "Budget-matched control rows are not counted."
     )
     for data, tier in sorted({(d, t) for _, d, t in tables}):
         tasks = list(GRID_TASKS) + sorted(
@@ -53,6 +110,7 @@ def coverage_section(
         out += ["", f"### data: {data} · tier: {tier}", ""]
         out += ["| task | " + " | ".join(GRID_METHODS) + " |"]
         out += ["|---" * (len(GRID_METHODS) + 1) + "|"]
+        notes: dict[str, int] = {}  # reason → its number, in order of first use
         for task in tasks:
             rows = tables.get((task, data, tier), [])
             cells = [
@@ -65,7 +123,18 @@ def coverage_section(
                         == (task, m, data, tier)
                     ],
                 )
+                or _not_run(notes, (gaps or {}).get((task, m, data, tier)))
                 for m in GRID_METHODS
             ]
             out.append(f"| {task} | " + " | ".join(cells) + " |")
+        if notes:
+            out += ["", *(f"[{k}] {reason}  " for reason, k in notes.items())]
+            out[-1] = out[-1].rstrip()
     return [*out, ""]
+
+
+def _not_run(notes: dict[str, int], reason: str | None) -> str:
+    """An empty cell, pointing to its reason's footnote number (a new one on first use)."""
+    if reason is None:
+        return "not run"
+    return f"not run [{notes.setdefault(reason, len(notes) + 1)}]"

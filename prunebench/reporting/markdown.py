@@ -116,10 +116,11 @@ def render_markdown(
     failed: list[dict[str, Any]] | None = None,
     source: str = "the run records under `results/records/`",
     grid_failed: list[dict[str, Any]] | None = None,
+    gaps: dict[tuple[str, str, str, str], str] | None = None,
 ) -> str:
     """The whole ``LEADERBOARD.md`` text; ``failed`` records (only when asked) are listed apart,
     at the end, with the stage and reason. With ``grid_failed`` (every failed record, listed or
-    not), a coverage matrix of the grid follows the tables."""
+    not), a coverage matrix of the grid follows the tables, its empty cells with ``gaps``' reasons."""
     out = [
         "# prunebench leaderboard",
         "",
@@ -180,7 +181,7 @@ def render_markdown(
     if not tables:
         out += ["No records matched.", ""]
     if grid_failed is not None and tables:
-        out += coverage_section(tables, grid_failed)
+        out += coverage_section(tables, grid_failed, gaps)
     out += claims_section(claims, tables)
     if failed:
         out += [
