@@ -20,6 +20,7 @@ FAMILIES = {
     "cifar10_resnet20": ((0.1, 0.01, 128), (1, 10000)),  # He et al.
     "cifar10_resnet56": ((0.1, 0.01, 128), (2, 5000)),
     "imagenet_resnet18": ((0.1, 0.01, 256), (1, 10000)),  # torchvision's reference recipe
+    "imagenet_resnet50": ((0.1, 0.01, 256), (1, 10000)),
 }
 
 
@@ -47,7 +48,7 @@ def test_the_cpu_tier_warms_the_baseline_up_in_the_papers_lr_family_and_paper_is
 
 
 def test_a_task_without_a_tier_recipe_keeps_its_config_and_point_id(tmp_path):
-    cfg = _resolved(tmp_path, "task=imagenet_resnet50", "budget=cpu")
+    cfg = _resolved(tmp_path, "task=imagenet_vgg16", "budget=cpu")
     out = apply_tier_recipe(cfg)
     assert out == cfg and point_id(out) == point_id(cfg)
 

@@ -1,0 +1,95 @@
+"""Size a tier: the training-step time of several tasks' models, side by side, at the batch and
+input their ``cpu`` tier trains at (``Task.training_input`` for the data source), in the
+precision ``trainer.precision: auto`` picks on this CPU. A new tier's baseline cost is then
+predicted from a measured one: ratio × the measured task's baseline stage.
+
+The tasks run interleaved, one step each per round with the order reversed every other round,
+so all see the same machine state (a loaded machine moves the absolute times, not the ratios).
+Per task: the median step time and, against the first task, the median and interquartile range
+of the per-round ratios (task time / first task's time, > 1 is slower).
+
+    python benchmarks/tier_step.py imagenet_resnet18 imagenet_resnet50 --batch 32 --rounds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from _common import MACHINE_NOTE, task_from_conf, write_json
+
+from prunebench.running.precision import cpu_has_bf16
+from prunebench.surgery.measure import quartiles
+
+
+def step_fn(task_name: str, batch: int, source: str, bf16: bool):
+    """One SGD step of ``task_name``'s model on a fixed batch of its training input."""
+    task = task_from_conf(task_name)
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = task.training_input(batch, source)
+    y = torch.randint(0, getattr(task, "num_classes", 10), (batch,))
+
+    def step() -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    return step, tuple(x.shape)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("tasks", nargs="+", help="classification task configs (conf/task/<name>)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--source", default="embedded", choices=["embedded", "disk"])
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="results/benchmarks/tier_step.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    bf16 = cpu_has_bf16()
+    steps, shapes = {}, {}
+    for name in args.tasks:
+        steps[name], shapes[name] = step_fn(name, args.batch, args.source, bf16)
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    names = list(steps)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(args.rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            times[name].append(steps[name]())
+    first = names[0]
+    results = {}
+    for name in names:
+        ratios = [t / f for t, f in zip(times[name], times[first], strict=True)]
+        q1, q3 = quartiles(ratios)
+        med = statistics.median(times[name])
+        results[name] = {
+            "input_shape": list(shapes[name]),
+            "median_step_ms": 1e3 * med,
+            "images_per_s": args.batch / med,
+            "ratio_vs_first": statistics.median(ratios),
+            "ratio_iqr": [q1, q3],
+        }
+        print(
+            f"{name:24} {str(shapes[name]):20} {1e3 * med:8.1f} ms/step  "
+            f"×{statistics.median(ratios):.2f} of {first} (IQR {q1:.2f}–{q3:.2f})"
+        )
+    print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} (what trainer.precision=auto picks)")
+    settings = {**vars(args), "bf16": bf16, "note": MACHINE_NOTE}
+    write_json(args.out, settings, tasks=results)
+
+
+if __name__ == "__main__":
+    main()
