@@ -46,7 +46,7 @@ def step_fn(task_name: str, batch: int, source: str, bf16: bool):
     return step, tuple(x.shape)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("tasks", nargs="+", help="classification task configs (conf/task/<name>)")
     ap.add_argument("--batch", type=int, default=32)
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="results/benchmarks/tier_step.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bf16 = cpu_has_bf16()
     steps, shapes = {}, {}
@@ -89,6 +89,7 @@ def main() -> None:
     print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} (what trainer.precision=auto picks)")
     settings = {**vars(args), "bf16": bf16, "note": MACHINE_NOTE}
     write_json(args.out, settings, tasks=results)
+    return results
 
 
 if __name__ == "__main__":
