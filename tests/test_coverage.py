@@ -119,6 +119,16 @@ def test_a_bad_gap_is_named_with_the_choices(tmp_path, entry, words):
         load_gaps(write_gaps(tmp_path, [entry]), *CHOICES)
 
 
+def test_a_gaps_file_that_is_not_a_gap_list_is_refused(tmp_path):
+    path = tmp_path / "gaps.yaml"
+    path.write_text("gaps: [task: {")
+    with pytest.raises(RecordError, match="gaps.yaml: not valid YAML"):
+        load_gaps(path, *CHOICES)
+    path.write_text("gaps: {task: stereo}")
+    with pytest.raises(RecordError, match="gaps.yaml: expected a mapping with a `gaps:` list"):
+        load_gaps(path, *CHOICES)
+
+
 def test_a_cell_listed_twice_is_refused(tmp_path):
     path = write_gaps(tmp_path, [{**GAP, "reason": "a"}, {**GAP, "reason": "b"}])
     with pytest.raises(RecordError, match="gap 1: cifar10_resnet20 × lapp × embedded × cpu"):

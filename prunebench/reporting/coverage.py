@@ -35,7 +35,10 @@ def load_gaps(
     """The cells known to have no record, and why: ``{(task, method, data, tier): reason}`` from
     a gaps file (``results/gaps.yaml``; schema in its header). A bad entry raises
     :class:`RecordError` naming it and the choices."""
-    doc = yaml.safe_load(path.read_text()) or {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecordError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("gaps", []), list):
         raise RecordError(f"{path.name}: expected a mapping with a `gaps:` list")
     choices = {
