@@ -179,6 +179,38 @@ def meta() -> dict:
     }
 
 
+def timed_sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool):
+    """A function running one SGD step of ``model`` (cross-entropy on the fixed batch ``x, y``,
+    bf16 autocast when ``bf16``) and returning its seconds."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    return step
+
+
+def interleaved(steps: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Each timed step's seconds over ``rounds``, one step of each per round in turn, the order
+    reversed every other round (after ``warmup`` untimed steps each), so all see the same
+    machine state."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    names = list(steps)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            times[name].append(steps[name]())
+    return times
+
+
 def write_json(out: str, settings: dict, **parts) -> None:
     """Write ``{"settings", "meta", **parts}`` to ``out`` atomically and say so."""
     write_atomic(out, json.dumps({"settings": settings, "meta": meta(), **parts}, indent=1))

@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
-from _common import task_from_conf, write_json
+from _common import interleaved, task_from_conf, timed_sgd_step, write_json
 
 from prunebench.running.precision import cpu_has_bf16
 from prunebench.surgery.measure import quartiles
@@ -37,21 +35,10 @@ def step_fn(model, bf16: bool, channels_last: bool, batch: int):
     """One SGD step of ``model`` (its own copy and optimiser) on a fixed random batch."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = copy.deepcopy(model).to(memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=g).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), generator=g)
-
-    def step() -> float:
-        start = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - start
-
-    return step
+    return timed_sgd_step(model, x, y, bf16)
 
 
 def main() -> None:
@@ -66,14 +53,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = task_from_conf("cifar10_resnet20").build_model()
     steps = {name: step_fn(model, *flags, args.batch) for name, flags in VARIANTS.items()}
-    for step in steps.values():
-        for _ in range(args.warmup):
-            step()
+    times = interleaved(steps, args.rounds, args.warmup)
     names = list(steps)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(args.rounds):
-        for name in names if i % 2 == 0 else names[::-1]:
-            times[name].append(steps[name]())
     results = {}
     for name in names:
         ratios = [f / t for f, t in zip(times["fp32"], times[name], strict=True)]

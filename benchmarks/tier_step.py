@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
-from _common import MACHINE_NOTE, task_from_conf, write_json
+from _common import MACHINE_NOTE, interleaved, task_from_conf, timed_sgd_step, write_json
 
 from prunebench.running.precision import cpu_has_bf16
 from prunebench.surgery.measure import quartiles
@@ -30,20 +28,9 @@ def step_fn(task_name: str, batch: int, source: str, bf16: bool):
     task = task_from_conf(task_name)
     torch.manual_seed(0)
     model = task.build_model().train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = task.training_input(batch, source)
     y = torch.randint(0, getattr(task, "num_classes", 10), (batch,))
-
-    def step() -> float:
-        start = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - start
-
-    return step, tuple(x.shape)
+    return timed_sgd_step(model, x, y, bf16), tuple(x.shape)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,14 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps, shapes = {}, {}
     for name in args.tasks:
         steps[name], shapes[name] = step_fn(name, args.batch, args.source, bf16)
-    for step in steps.values():
-        for _ in range(args.warmup):
-            step()
+    times = interleaved(steps, args.rounds, args.warmup)
     names = list(steps)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(args.rounds):
-        for name in names if i % 2 == 0 else names[::-1]:
-            times[name].append(steps[name]())
     first = names[0]
     results = {}
     for name in names:
