@@ -17,7 +17,7 @@ import argparse
 import statistics
 
 import torch
-from _common import MACHINE_NOTE, interleaved, task_from_conf, timed_sgd_step, write_json
+from _common import interleaved, task_from_conf, timed_sgd_step, write_json
 
 from prunebench.running.precision import cpu_has_bf16
 from prunebench.surgery.measure import quartiles
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"×{statistics.median(ratios):.2f} of {first} (IQR {q1:.2f}–{q3:.2f})"
         )
     print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} (what trainer.precision=auto picks)")
-    settings = {**vars(args), "bf16": bf16, "note": MACHINE_NOTE}
+    settings = {**vars(args), "bf16": bf16}
     write_json(args.out, settings, tasks=results)
     return results
 
