@@ -22,13 +22,14 @@ class RecordError(PrunebenchError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite. Not an input error: the run stops with a
-    ``failed`` record naming the stage, epoch and step (``run.py`` exits with status 3)."""
+    """The training loss, or a weight the stage kept, became NaN or infinite. Not an input
+    error: the run stops with a ``failed`` record naming the stage, epoch and step (``run.py``
+    exits with status 3)."""
 
-    def __init__(self, stage: str, epoch: int, step: int, loss: float) -> None:
+    def __init__(self, stage: str, epoch: int, step: int, loss: float, what: str = "loss") -> None:
         self.stage, self.epoch, self.step, self.loss = stage, epoch, step, loss
         super().__init__(
-            f"{stage} loss became {loss} at epoch {epoch}, step {step} "
+            f"{stage} {what} became {loss} at epoch {epoch}, step {step} "
             "(diverged: lower the learning rate?)"
         )
 

@@ -23,10 +23,12 @@ from prunebench.reporting import report
 from prunebench.reporting.records import SCHEMA_VERSION
 from prunebench.running import distributed
 from prunebench.running.baseline import baseline_key
+from prunebench.running.bf16_check import bf16_refusal
 from prunebench.running.checkpoint import save_compressed
 from prunebench.running.config import Target
-from prunebench.running.precision import FP32
+from prunebench.running.precision import FP32, cpu_has_bf16, is_bf16
 from prunebench.running.provenance import git_commit
+from prunebench.running.training import trainer_device
 from prunebench.running.usage import TrainUsage
 from prunebench.running.validate import weights_sha256
 from prunebench.surgery.masks import remove_masks
@@ -82,10 +84,22 @@ def identity(p: Pipeline) -> dict[str, Any]:
             "training": str(p.cfg["trainer"].get("precision")),
             "chosen_by": getattr(p, "precision_chosen", "config"),
             "evaluation": FP32,
+            **_fallback(p),
         },
         "finetune_samples": p.finetune_samples,
         "config": p.cfg,
     }
+
+
+def _fallback(p: Pipeline) -> dict[str, str]:
+    """``{"fallback": why}`` when ``auto`` picked fp32 on a bf16 CPU because a layer of this
+    model has a wrong bf16 kernel (``prunebench.running.bf16_check``); else empty."""
+    if getattr(p, "precision_chosen", "config") != "auto" or is_bf16(p.cfg["trainer"]["precision"]):
+        return {}
+    if trainer_device(p.cfg["trainer"]) != "cpu" or not cpu_has_bf16():
+        return {}
+    why = bf16_refusal(p.cfg)
+    return {"fallback": f"32-true: {why}"} if why else {}
 
 
 def failed(p: Pipeline, exc: BaseException) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.method import CompressContext, Method
 from prunebench.running import assemble, distributed
 from prunebench.running.baseline import baseline_key, load_or_train
+from prunebench.running.bf16_check import bf16_refusal
 from prunebench.running.config import Target
 from prunebench.running.lifecycle import run_point
 from prunebench.running.precision import AUTO, resolve_precision
@@ -101,7 +102,7 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     out = apply_tier_recipe(resolved)
     validate_config(out)
-    out["trainer"]["precision"] = resolve_precision(out["trainer"])
+    out["trainer"]["precision"] = resolve_precision(out["trainer"], lambda: bf16_refusal(out))
     return out
 
 

@@ -9,6 +9,7 @@ asks which method or task it trains.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from prunebench.data import DataModule
+from prunebench.errors import TrainingDiverged
 from prunebench.method import TrainingHooks
 from prunebench.running import distributed
 from prunebench.running.module import KeepBest, PruneModule
@@ -121,6 +123,12 @@ class Training:
         )
         trainer.fit(module, datamodule=self.dm, ckpt_path=ckpt_path)
         distributed.broadcast_state(model)
+        for name, t in model.state_dict().items():  # a finite loss can still leave NaN weights
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                step = trainer.global_step
+                raise TrainingDiverged(
+                    stage, trainer.current_epoch, step, math.nan, f"weight {name}"
+                )
         if saver:
             distributed.barrier()
             if self.rank_zero:
