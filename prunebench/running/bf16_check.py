@@ -115,8 +115,8 @@ def _refusal(task_json: str, source: str) -> str | None:
     from prunebench.running.pipeline import _instantiate  # the pipeline imports this module
 
     task = _instantiate("task", json.loads(task_json))
-    torch.manual_seed(0)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # the caller's random state is left as it was
+        torch.manual_seed(0)
         model = task.build_model()
         x = task.training_input(CHECK_BATCH, source)
         bad = bad_bf16_layers(model, x)
