@@ -24,7 +24,7 @@ from pathlib import Path
 
 from prunebench.errors import RecordError
 from prunebench.reporting.claims import load_claims
-from prunebench.reporting.coverage import load_gaps, stale_gaps
+from prunebench.reporting.coverage import cell_name, load_gaps, stale_gaps
 from prunebench.reporting.glance import with_glance
 from prunebench.reporting.headline import as_dict, headline
 from prunebench.reporting.leaderboard import (
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     every_failed = failed_runs(current, args.task, args.tier, args.data)
     for cell in stale_gaps(tables, gaps):
         print(
-            f"note: {' × '.join(cell)} has records now; drop its entry from the gaps file",
+            f"note: {cell_name(cell)} has records now; drop its entry from the gaps file",
             file=sys.stderr,
         )
     markdown = render_markdown(tables, claims, problems, failed, source, every_failed, gaps)

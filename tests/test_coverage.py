@@ -85,7 +85,7 @@ def test_an_empty_cell_says_the_gap_files_reason_and_a_made_cell_ignores_it(tmp_
     failed = [{**FAILED_CAP}]
     tables = aggregate(records)
     lines = coverage_section(
-        tables, failed, {**gaps, ("seg_deeplabv3_voc", "cap", "embedded", "cpu"): "x"}
+        tables, failed, {**gaps, ("seg_deeplabv3_voc", "cap", "embedded", "cpu", None): "x"}
     )
     rows = {}
     for line in lines:
@@ -98,7 +98,33 @@ def test_an_empty_cell_says_the_gap_files_reason_and_a_made_cell_ignores_it(tmp_
     assert rows["kcp"] == "−50.2 % (2)"
     assert rows["cap"] == "failed (1): compress: out of memory"
     assert rows["spp"] == "not run"
-    assert stale_gaps(tables, gaps) == [("cifar10_resnet20", "kcp", "embedded", "cpu")]
+    assert stale_gaps(tables, gaps) == [("cifar10_resnet20", "kcp", "embedded", "cpu", None)]
+
+
+def test_a_level_gap_is_said_beside_the_levels_made_and_is_stale_once_made(tmp_path):
+    gaps = load_gaps(
+        write_gaps(
+            tmp_path,
+            [
+                {**GAP, "method": "kcp", "level": 0.75, "reason": "beyond reach"},
+                {**GAP, "method": "kcp", "level": 0.9, "reason": "beyond reach"},
+                {**GAP, "method": "spp", "level": 0.5, "reason": "too slow"},
+                {**GAP, "method": "cap", "level": 0.5, "reason": "made"},
+            ],
+        ),
+        *CHOICES,
+    )
+    assert ("cifar10_resnet20", "kcp", "embedded", "cpu", 0.75) in gaps
+    records = [rec("kcp", s, target=0.5) for s in range(2)] + [rec("cap", 0, target=0.5)]
+    tables = aggregate(records)
+    lines = coverage_section(tables, [], gaps)
+    row = next(line for line in lines if line.startswith("| cifar10_resnet20"))
+    cells = dict(zip(GRID_METHODS, [c.strip() for c in row.strip("|").split("|")][1:], strict=True))
+    assert cells["kcp"] == "−50.2 % (2); −75 %: not run [1]; −90 %: not run [1]"
+    assert cells["spp"] == "not run; −50 %: not run [2]"  # the rest of the cell is unexplained
+    assert "[1] beyond reach  " in lines and "[2] too slow" in lines
+    # the level with records now is stale; a level at another target is not
+    assert stale_gaps(tables, gaps) == [("cifar10_resnet20", "cap", "embedded", "cpu", 0.5)]
 
 
 @pytest.mark.parametrize(
@@ -110,7 +136,10 @@ def test_an_empty_cell_says_the_gap_files_reason_and_a_made_cell_ignores_it(tmp_
             {**GAP, "task": "mnist", "reason": "x"},
             "task='mnist'; choices: cifar10_resnet20, stereo",
         ),
-        (GAP, "needs exactly the keys task, method, tier, data, reason"),
+        (GAP, "needs the keys task, method, tier, data, reason (optional: level)"),
+        ({**GAP, "reason": "x", "levels": 0.5}, "needs the keys task, method, tier, data"),
+        ({**GAP, "reason": "x", "level": 75}, "level=75; a target MACs reduction in (0, 1)"),
+        ({**GAP, "reason": "x", "level": "0.75"}, "level='0.75'; a target MACs reduction"),
         ({**GAP, "reason": "  "}, "reason must be a non-empty sentence"),
     ],
 )
@@ -131,8 +160,14 @@ def test_a_gaps_file_that_is_not_a_gap_list_is_refused(tmp_path):
 
 def test_a_cell_listed_twice_is_refused(tmp_path):
     path = write_gaps(tmp_path, [{**GAP, "reason": "a"}, {**GAP, "reason": "b"}])
-    with pytest.raises(RecordError, match="gap 1: cifar10_resnet20 × lapp × embedded × cpu"):
+    with pytest.raises(RecordError, match="gap 1: cifar10_resnet20 × lapp × embedded × cpu is"):
         load_gaps(path, *CHOICES)
+    twice = [{**GAP, "level": 0.75, "reason": "a"}, {**GAP, "level": 0.75, "reason": "b"}]
+    with pytest.raises(
+        RecordError, match="gap 1: cifar10_resnet20 × lapp × embedded × cpu at 0.75"
+    ):
+        load_gaps(write_gaps(tmp_path, twice), *CHOICES)
+    load_gaps(write_gaps(tmp_path, [{**GAP, "reason": "a"}, twice[0]]), *CHOICES)  # both fine
 
 
 def test_the_published_gaps_are_valid_and_none_is_stale():

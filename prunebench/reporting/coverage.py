@@ -1,6 +1,7 @@
 """The grid's coverage: every task × method cell of a tier and data source, with what fills it —
 the reductions run and their seeds, a failure with its reason, or "not run" with the reason
-``results/gaps.yaml`` gives — so an empty cell is said, never left out."""
+``results/gaps.yaml`` gives — so an empty cell is said, never left out. A gap may name one MACs
+level of a cell (``level``): a level that cannot be made is said beside the levels that were."""
 
 from __future__ import annotations
 
@@ -25,16 +26,17 @@ GRID_TASKS = (
 )
 GRID_METHODS = ("dense", "magnitude", "random", "kcp", "spp", "cap", "trp", "lapp")
 GAP_KEYS = ("task", "method", "tier", "data", "reason")
+GAP_OPTIONAL = ("level",)  # a target MACs reduction in (0, 1): the gap is that level only
 
-Cell = tuple[str, str, str, str]  # (task, method, data source, tier)
+Cell = tuple[str, str, str, str, float | None]  # (task, method, data source, tier, level)
 
 
 def load_gaps(
     path: Path, tasks: Iterable[str], tiers: Iterable[str], data: Iterable[str]
 ) -> dict[Cell, str]:
-    """The cells known to have no record, and why: ``{(task, method, data, tier): reason}`` from
-    a gaps file (``results/gaps.yaml``; schema in its header). A bad entry raises
-    :class:`RecordError` naming it and the choices."""
+    """The cells known to have no record, and why: ``{(task, method, data, tier, level): reason}``
+    from a gaps file (``results/gaps.yaml``; schema in its header; ``level`` None: the whole
+    cell). A bad entry raises :class:`RecordError` naming it and the choices."""
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -50,27 +52,41 @@ def load_gaps(
     gaps: dict[Cell, str] = {}
     for i, g in enumerate(doc.get("gaps") or []):
         where = f"{path.name}: gap {i}"
-        if not isinstance(g, dict) or sorted(g) != sorted(GAP_KEYS):
-            raise RecordError(f"{where}: needs exactly the keys {', '.join(GAP_KEYS)}")
+        if not isinstance(g, dict) or not set(GAP_KEYS) <= set(g) <= {*GAP_KEYS, *GAP_OPTIONAL}:
+            raise RecordError(
+                f"{where}: needs the keys {', '.join(GAP_KEYS)} (optional: {', '.join(GAP_OPTIONAL)})"
+            )
         for key, allowed in choices.items():
             if g[key] not in allowed:
                 raise RecordError(f"{where}: {key}={g[key]!r}; choices: {', '.join(allowed)}")
         if not isinstance(g["reason"], str) or not g["reason"].strip():
             raise RecordError(f"{where}: reason must be a non-empty sentence")
-        cell = (g["task"], g["method"], g["data"], g["tier"])
+        level = g.get("level")
+        if level is not None and (
+            isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1
+        ):
+            raise RecordError(f"{where}: level={level!r}; a target MACs reduction in (0, 1)")
+        cell = (g["task"], g["method"], g["data"], g["tier"], level)
         if cell in gaps:
-            raise RecordError(f"{where}: {' × '.join(cell)} is listed twice")
+            raise RecordError(f"{where}: {cell_name(cell)} is listed twice")
         gaps[cell] = " ".join(g["reason"].split())
     return gaps
 
 
+def cell_name(cell: Cell) -> str:
+    """``task × method × data × tier``, with ``at <level>`` for a one-level gap."""
+    return " × ".join(cell[:4]) + ("" if cell[4] is None else f" at {cell[4]:g}")
+
+
 def stale_gaps(tables: dict[tuple[str, str, str], list[Row]], gaps: dict[Cell, str]) -> list[Cell]:
-    """The gap entries whose cell has the method's own rows now (the entry should go)."""
+    """The gap entries whose cell (or level) has the method's own rows now (the entry should go)."""
     return [
         cell
         for cell in gaps
         if any(
-            r.method == cell[1] and r.finetune_samples is None
+            r.method == cell[1]
+            and r.finetune_samples is None
+            and (cell[4] is None or r.target is not None and abs(r.target - cell[4]) < 1e-9)
             for r in tables.get((cell[0], cell[2], cell[3]), [])
         )
     ]
@@ -126,8 +142,12 @@ def coverage_section(
                         == (task, m, data, tier)
                     ],
                 )
-                or _not_run(notes, (gaps or {}).get((task, m, data, tier)))
+                or _not_run(notes, (gaps or {}).get((task, m, data, tier, None)))
                 for m in GRID_METHODS
+            ]
+            cells = [
+                _with_levels(cell, notes, gaps or {}, (task, m, data, tier), rows)
+                for cell, m in zip(cells, GRID_METHODS, strict=True)
             ]
             out.append(f"| {task} | " + " | ".join(cells) + " |")
         if notes:
@@ -141,3 +161,22 @@ def _not_run(notes: dict[str, int], reason: str | None) -> str:
     if reason is None:
         return "not run"
     return f"not run [{notes.setdefault(reason, len(notes) + 1)}]"
+
+
+def _with_levels(
+    cell: str,
+    notes: dict[str, int],
+    gaps: dict[Cell, str],
+    where: tuple[str, str, str, str],
+    rows: list[Row],
+) -> str:
+    """A cell followed by its levels that the gaps file says were not made, each with its reason
+    (a level with rows now is stale: :func:`stale_gaps` reports it, the cell shows the rows)."""
+    stale = set(stale_gaps({(where[0], where[2], where[3]): rows}, gaps))
+    levels = sorted(
+        (c[4], reason) for c, reason in gaps.items() if c[:4] == where and c[4] and c not in stale
+    )
+    if not levels:
+        return cell
+    said = [f"−{100 * lv:g} %: not run [{notes.setdefault(r, len(notes) + 1)}]" for lv, r in levels]
+    return "; ".join([cell, *said])
