@@ -116,6 +116,7 @@ def coverage_section(
 ) -> list[str]:
     """A task × method matrix per (data source, tier) present in ``tables``; an empty cell
     listed in ``gaps`` points to its reason, numbered under the matrix."""
+    gaps = gaps or {}
     out = ["## Coverage of the grid", ""]
     out.append(
         "Each cell: the achieved MACs reductions run and their seeds (n), a failure with its "
@@ -133,21 +134,23 @@ def coverage_section(
         for task in tasks:
             rows = tables.get((task, data, tier), [])
             cells = [
-                _cell(
-                    [r for r in rows if r.method == m],
-                    [
-                        f
-                        for f in failed
-                        if (f["task"], f["method"], f["data_source"], f["budget"])
-                        == (task, m, data, tier)
-                    ],
+                _with_levels(
+                    _cell(
+                        [r for r in rows if r.method == m],
+                        [
+                            f
+                            for f in failed
+                            if (f["task"], f["method"], f["data_source"], f["budget"])
+                            == (task, m, data, tier)
+                        ],
+                    )
+                    or _not_run(notes, gaps.get((task, m, data, tier, None))),
+                    notes,
+                    gaps,
+                    (task, m, data, tier),
+                    rows,
                 )
-                or _not_run(notes, (gaps or {}).get((task, m, data, tier, None)))
                 for m in GRID_METHODS
-            ]
-            cells = [
-                _with_levels(cell, notes, gaps or {}, (task, m, data, tier), rows)
-                for cell, m in zip(cells, GRID_METHODS, strict=True)
             ]
             out.append(f"| {task} | " + " | ".join(cells) + " |")
         if notes:
