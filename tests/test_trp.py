@@ -14,6 +14,7 @@ from methods.trp import TRP, TRPHooks
 from prunebench.method import CompressContext
 from prunebench.surgery.lowrank import (
     SCHEMES,
+    SOLVERS,
     as_matrix,
     decompose,
     energy_rank,
@@ -38,13 +39,16 @@ def test_energy_rank_on_a_known_spectrum():
     assert [int(energy_rank(s, e)) for e in (0.5, 0.6, 0.9, 0.97, 0.99)] == [1, 2, 3, 4, 4]
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_projection_error_and_subgradient(scheme):
+def test_projection_error_and_subgradient(scheme, solver):
     shape = (4, 3, 3, 3)  # channel: 4 × 27; spatial: 9 × 12
     rows, cols = (4, 27) if scheme == "channel" else (9, 12)
     spectrum = [5.0, 3.0, 1.0, 0.5]
     w = from_matrix(_matrix_with_spectrum(spectrum, rows, cols), torch.Size(shape), scheme)
-    proj, sub, k = project(w.unsqueeze(0), scheme, 0.9)  # energies 25, 9, 1, .25 → k = 2
+    proj, sub, k = project(
+        w.unsqueeze(0), scheme, 0.9, solver=solver
+    )  # energies 25, 9, 1, .25: k 2
     assert int(k[0]) == 2
     m = as_matrix(proj[0], scheme)
     assert int(torch.linalg.matrix_rank(m)) == 2
@@ -188,6 +192,52 @@ def test_a_float32_svd_that_does_not_converge_is_retried_in_float64(monkeypatch)
     assert calls == [torch.float32, torch.float64] and proj.dtype == torch.float32
     torch.testing.assert_close(proj, expected[0], atol=1e-5, rtol=1e-5)
     assert torch.equal(k, expected[2])
+
+
+@pytest.mark.parametrize(
+    ("shape", "scheme"),
+    [
+        ((3, 64, 32, 3, 3), "channel"),
+        ((2, 16, 64, 3, 3), "spatial"),
+        ((2, 300, 8, 3, 3), "channel"),
+    ],
+)  # wide 64 × 288; tall 192 × 48 and 300 × 72 (through the transpose)
+def test_the_gram_solver_is_as_close_to_the_exact_projection_as_the_float32_svd(shape, scheme):
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(5))
+    exact = project(w.double(), scheme, 0.9)  # float64 SVD: the reference
+    direct, gram = project(w, scheme, 0.9), project(w, scheme, 0.9, solver="gram")
+    assert torch.equal(gram[2], exact[2]) and torch.equal(direct[2], exact[2])
+    for i in (0, 1):  # the projection, the sub-gradient U_k V_kᵀ
+        ref = exact[i].float()
+        err_direct = float((direct[i] - ref).norm() / ref.norm())
+        err_gram = float((gram[i] - ref).norm() / ref.norm())
+        assert err_gram < 2e-5 and err_gram < 20 * err_direct, (i, err_gram, err_direct)
+    with pytest.raises(ValueError, match="solver 'qr': choices are direct, gram"):
+        project(w, scheme, 0.9, solver="qr")
+
+
+def test_trp_svd_gram_trains_like_direct_and_keeps_old_point_ids():
+    from prunebench.running.pipeline import point_id
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 24, 3), nn.Conv2d(24, 16, 3))
+    twin = copy.deepcopy(model)
+    layers = ["1", "2"]
+    for m, svd in ((model, "direct"), (twin, "gram")):
+        TRPHooks(layers, "channel", 0.9, 3e-4, 1, svd).batch_start(m, 0)
+    for name in layers:
+        a, b = model.get_submodule(name).weight, twin.get_submodule(name).weight
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    with pytest.raises(Exception, match="svd.*qr.*direct.*gram"):
+        TRP(svd="qr")
+    cfg = {
+        "task": {"name": "t"}, "method": {"name": "trp", "e": 0.9}, "seed": 0,
+        "budget": {"name": "cpu"}, "data": {"source": "embedded"},
+        "target": {"macs_reduction": 0.5, "round_to": 1},
+    }  # fmt: skip
+    before = point_id(cfg)  # a record made before the option has no method.svd
+    assert point_id({**cfg, "method": {**cfg["method"], "svd": "direct"}}) == before
+    assert point_id({**cfg, "method": {**cfg["method"], "svd": "gram"}}) != before
 
 
 class _Stop(Exception):

@@ -47,6 +47,14 @@ from prunebench.task import Task
 # do not change a run's numbers (``matched_to``: a note scripts/controls.py leaves in the record;
 # ``experiment``: which claim an experiment config reproduces)
 VOLATILE_KEYS = ("paths", "logger", "overwrite", "force", "matched_to", "experiment")
+# Keys added after records were made: left out of the point id at the value every earlier record
+# ran with, so those records keep their ids — (section, key, that value).
+ID_OMITTED_AT = (
+    ("target", "round_to", 1),  # filter plans rounded to a multiple
+    ("budget", "finetune_samples", None),  # a budget-matched control's finetune length
+    ("data", "device_resident", False),  # the split held on the device
+    ("method", "svd", "direct"),  # TRP's projection solver
+)
 
 
 def _quiet_lightning() -> None:
@@ -76,15 +84,14 @@ def _instantiate(group: str, cfg: dict[str, Any]) -> Any:
 
 def point_id(cfg: dict[str, Any]) -> str:
     """A run point's identity: readable fields plus a hash of everything that changes numbers
-    (``target.round_to`` only when it rounds, so records made before the option keep their id)."""
+    (the keys of ``ID_OMITTED_AT`` only away from their old value, e.g. ``target.round_to`` only
+    when it rounds, so records made before each option keep their id)."""
     target = Target.from_config(cfg["target"])
     ident = {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS}
-    if ident.get("target", {}).get("round_to", 1) == 1:
-        ident["target"] = {k: v for k, v in ident["target"].items() if k != "round_to"}
-    if ident.get("budget", {}).get("finetune_samples") is None:  # likewise: ids made before it
-        ident["budget"] = {k: v for k, v in ident["budget"].items() if k != "finetune_samples"}
-    if not ident.get("data", {}).get("device_resident", False):  # likewise
-        ident["data"] = {k: v for k, v in ident["data"].items() if k != "device_resident"}
+    for section, key, old in ID_OMITTED_AT:
+        part = ident.get(section)
+        if isinstance(part, dict) and part.get(key, old) == old:
+            ident[section] = {k: v for k, v in part.items() if k != key}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[
         :10
     ]
