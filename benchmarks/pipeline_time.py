@@ -222,10 +222,11 @@ def from_records(task_dir: Path) -> dict:
                 e["controls_work_seconds"] += _work(c)
     loose = [r for r in records if _is_control(r) and r["point_id"] not in matched]
     seeds = sorted({r["seed"] for r in records})
+    # the records that trained their baseline (the rest loaded it from the cache: ~1 s)
     baselines = [
-        r["stage_seconds"]["baseline"] for r in records if r["stage_seconds"].get("baseline", 0) > 1
+        r["stage_seconds"]["baseline"] for r in records if r["baseline"].get("source") == "trained"
     ]
-    base = statistics.median(baselines) if baselines else 0.0
+    base = statistics.median(baselines) if baselines else None
     warm = sum(_work(r) for r in records)
     return {
         "source": f"from committed records: {task_dir}",
@@ -240,8 +241,8 @@ def from_records(task_dir: Path) -> dict:
         "warm_by_stage_seconds": {
             s: sum(r["stage_seconds"].get(s, 0.0) for r in records) for s in WORK_STAGES
         },
-        "baseline_median_seconds": base,
-        "cold_seconds": warm + len(seeds) * base,
+        "baseline_median_seconds": base,  # None: every record read a cached baseline
+        "cold_seconds": None if base is None else warm + len(seeds) * base,
     }
 
 
@@ -313,10 +314,16 @@ def main() -> None:
     if args.from_records:
         root = Path(args.from_records)
         est = from_records(root / args.task)
+        base = est["baseline_median_seconds"]
+        cold = (
+            "cold unknown (every record read a cached baseline)"
+            if base is None
+            else f"cold {est['cold_seconds'] / 60:.1f} min (baseline {base:.0f} s × "
+            f"{len(est['seeds'])} seeds)"
+        )
         print(
             f"{args.task}, cpu tier, {est['records']} records: warm sweep "
-            f"{est['warm_seconds'] / 60:.1f} min, cold {est['cold_seconds'] / 60:.1f} min "
-            f"(baseline {est['baseline_median_seconds']:.0f} s × {len(est['seeds'])} seeds); "
+            f"{est['warm_seconds'] / 60:.1f} min, {cold}; "
             f"warm by stage "
             f"{ ({k: round(v / 60, 1) for k, v in est['warm_by_stage_seconds'].items()}) } min"
         )

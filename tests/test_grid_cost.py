@@ -18,7 +18,7 @@ def pipeline_time():
 
 
 def _rec(method, point, compress, finetune, post=0, seed=0, ft_samples=None, baseline=0.0):
-    return minimal_record(
+    rec = minimal_record(
         method=method,
         point_id=point,
         seed=seed,
@@ -40,6 +40,8 @@ def _rec(method, point, compress, finetune, post=0, seed=0, ft_samples=None, bas
             "budget": {"finetune_epochs": 4, "finetune_samples": ft_samples, "baseline_epochs": 14},
         },
     )
+    rec["baseline"]["source"] = "trained" if baseline else "cache"
+    return rec
 
 
 def test_each_point_is_timed_once_and_shared_controls_are_said(tmp_path, pipeline_time):
@@ -69,3 +71,12 @@ def test_each_point_is_timed_once_and_shared_controls_are_said(tmp_path, pipelin
         "controls_work_seconds": 0.0,
     }
     assert est["unmatched_controls"] == 0
+
+
+def test_a_grid_whose_baselines_all_came_from_the_cache_has_no_cold_figure(tmp_path, pipeline_time):
+    for r in (_rec("dense", "d", 0.0, 0.0), _rec("kcp", "k", 50.0, 20.0, post=8000)):
+        r["stage_seconds"]["baseline"] = 1.2  # reading the cache, not training
+        (tmp_path / f"{r['point_id']}.json").write_text(json.dumps(r))
+    est = pipeline_time.from_records(tmp_path)
+    assert est["warm_seconds"] == pytest.approx(1 + 71)
+    assert est["baseline_median_seconds"] is None and est["cold_seconds"] is None
