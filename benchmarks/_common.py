@@ -6,6 +6,7 @@ JSON every script writes. Not part of the package: ``benchmarks/*.py`` import it
 
 from __future__ import annotations
 
+import argparse
 import glob
 import importlib
 import json
@@ -194,6 +195,21 @@ def timed_sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: boo
         return time.perf_counter() - start
 
     return step
+
+
+def step_parser(
+    doc: str, out: str, rounds: int, warmup: int, tasks_help: str
+) -> argparse.ArgumentParser:
+    """The command line the side-by-side step benchmarks share: task configs, batch, rounds,
+    untimed warm-up steps, torch threads and the JSON to write."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("tasks", nargs="+", help=tasks_help)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=out)
+    return ap
 
 
 def interleaved(steps: dict, rounds: int, warmup: int) -> dict[str, list[float]]:

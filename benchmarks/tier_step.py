@@ -13,11 +13,10 @@ of the per-round ratios (task time / first task's time, > 1 is slower).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
-from _common import interleaved, task_from_conf, timed_sgd_step, write_json
+from _common import interleaved, step_parser, task_from_conf, timed_sgd_step, write_json
 
 from prunebench.running.precision import cpu_has_bf16
 from prunebench.surgery.measure import quartiles
@@ -34,14 +33,10 @@ def step_fn(task_name: str, batch: int, source: str, bf16: bool):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("tasks", nargs="+", help="classification task configs (conf/task/<name>)")
-    ap.add_argument("--batch", type=int, default=32)
+    ap = step_parser(
+        __doc__, "results/benchmarks/tier_step.json", 20, 2, "classification task configs"
+    )
     ap.add_argument("--source", default="embedded", choices=["embedded", "disk"])
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="results/benchmarks/tier_step.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bf16 = cpu_has_bf16()

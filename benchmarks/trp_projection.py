@@ -14,13 +14,19 @@ the two solvers' projected weights.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import time
 
 import torch
-from _common import interleaved, task_context, task_from_conf, timed_sgd_step, write_json
+from _common import (
+    interleaved,
+    step_parser,
+    task_context,
+    task_from_conf,
+    timed_sgd_step,
+    write_json,
+)
 
 from methods.trp import TRP
 from prunebench.running.precision import cpu_has_bf16
@@ -62,13 +68,7 @@ def timers(task_name: str, batch: int, bf16: bool) -> tuple[dict, float, int]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("tasks", nargs="+", help="task configs (conf/task/<name>)")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="results/benchmarks/trp_projection.json")
+    ap = step_parser(__doc__, "results/benchmarks/trp_projection.json", 10, 1, "task configs")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bf16 = cpu_has_bf16()
