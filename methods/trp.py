@@ -66,7 +66,8 @@ AUTHORS_CIFAR = ("81/164", "122/164")
 
 
 class TRPHooks(TrainingHooks):
-    """Periodic energy projection and nuclear-norm sub-gradient, one batched SVD per weight shape."""
+    """Periodic energy projection and nuclear-norm sub-gradient, one batched SVD (``svd: gram``: one
+    Gram eigendecomposition) per weight shape."""
 
     def __init__(
         self,
