@@ -39,9 +39,10 @@ def timers(task_name: str, batch: int, bf16: bool) -> tuple[dict, float, int]:
     model = task.build_model().train()
     x = task.training_input(batch, "embedded")
     y = torch.randint(0, getattr(task, "num_classes", 10), (batch,))
-    layers = TRP().layers(task_context(task, model, 0.5))
+    ctx = task_context(task, model, 0.5)  # the layers' names: the copies share them
+    layers = TRP().layers(ctx)
     copies = {svd: copy.deepcopy(model) for svd in ("direct", "gram")}
-    hooks = {svd: TRP(svd=svd).hooks(task_context(task, m, 0.5)) for svd, m in copies.items()}
+    hooks = {svd: TRP(svd=svd).hooks(ctx) for svd in copies}
 
     def projection(svd: str):
         def run() -> float:
@@ -53,11 +54,12 @@ def timers(task_name: str, batch: int, bf16: bool) -> tuple[dict, float, int]:
 
     for svd in copies:  # one projection from the same weights: how far apart the solvers land
         projection(svd)()
+    weights = {
+        svd: {n: m.get_submodule(n).weight.detach() for n in layers} for svd, m in copies.items()
+    }
     diff = max(
-        float((a.weight - b.weight).detach().norm() / a.weight.detach().norm())
-        for a, b in (
-            (copies["direct"].get_submodule(n), copies["gram"].get_submodule(n)) for n in layers
-        )
+        float((weights["direct"][n] - weights["gram"][n]).norm() / weights["direct"][n].norm())
+        for n in layers
     )
     steps = {
         "dense_step": timed_sgd_step(model, x, y, bf16),
