@@ -26,6 +26,7 @@ from torch import nn
 
 from prunebench.method import CompressContext
 from prunebench.reporting.records import write_atomic
+from prunebench.running.provenance import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE_NOTE = (
@@ -156,17 +157,6 @@ def peak_rss(args: list[str], env: dict | None = None) -> dict[str, float]:
     if lines and lines[-1].startswith('{"phase_peak_mib"'):
         result["phase_mib"] = json.loads(lines[-1])["phase_peak_mib"]
     return result
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` ("unknown" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def meta() -> dict:

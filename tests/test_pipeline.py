@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from prunebench.reporting.records import read_record
+from prunebench.running.baseline import CACHE_FORMAT, load_or_train
 from prunebench.running.pipeline import Pipeline
 
 
@@ -28,6 +31,13 @@ def test_methods_share_the_cached_baseline_and_corrupt_cache_is_rebuilt(cfg_fact
     mag = Pipeline(cfg_factory("method=magnitude", "target.macs_reduction=0.6")).run()
     assert dense["baseline"]["source"] == "trained" and mag["baseline"]["source"] == "cache"
     assert dense["baseline"]["hash"] == mag["baseline"]["hash"]
+    # Who trained the cached baseline travels with it: the cache read reports the training
+    # run's commit, threads and time, not its own.
+    trained_by = dense["baseline"]["trained_by"]
+    assert mag["baseline"]["trained_by"] == trained_by
+    assert trained_by["git_commit"] == dense["git_commit"]
+    assert trained_by["threads"] == dense["environment"]["threads"] == torch.get_num_threads()
+    assert trained_by["torch"] == torch.__version__ and "gpu" not in dense["environment"]
     # Dense is the baseline itself: no compression, same test numbers as the cached baseline.
     assert dense["achieved_macs_reduction"] == 0.0
     assert dense["test"] == dense["baseline"]["test"]
@@ -161,3 +171,19 @@ def test_round_to_rounds_kept_widths_and_joins_the_point_id_only_when_it_rounds(
     cfg = dict(exact["config"])
     cfg["target"] = {"macs_reduction": 0.3}  # a config from before the option existed
     assert point_id(cfg) == exact["point_id"]
+
+
+def test_a_cache_file_from_before_provenance_reads_with_trained_by_none(tmp_path):
+    model = nn.Linear(3, 2)
+    path = tmp_path / "baselines" / "k.pt"
+    path.parent.mkdir()
+    torch.save(
+        {"format": CACHE_FORMAT, "state_dict": model.state_dict(), "metrics": {"val/a": 1.0}}, path
+    )
+
+    def train(m: nn.Module) -> dict[str, float]:
+        raise AssertionError("a readable cache file must not be retrained")
+
+    info = load_or_train(nn.Linear(3, 2), tmp_path, "k", train)
+    assert info["source"] == "cache" and info["trained_by"] is None
+    assert info["metrics"] == {"val/a": 1.0}

@@ -66,6 +66,10 @@ OPTIONAL: dict[str, tuple] = {
     #  "evaluation": "32-true"} (prunebench.running.precision)
     "precision": (dict,),
     "distributed": (dict,),  # DDP: {"world_size", "weights_sha256": per rank (they agree)}
+    # {"torch", "threads": intra-op threads, "cpu": processor, "gpu" when trained on one}
+    # (prunebench.running.provenance.environment); the baseline block's "trained_by" holds the
+    # same for the run that trained the cached baseline, with its "git_commit" and "time"
+    "environment": (dict,),
 }
 NESTED = {
     "baseline": ("hash", "recipe_hash", "source", "test"),

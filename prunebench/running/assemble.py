@@ -27,7 +27,7 @@ from prunebench.running.bf16_check import bf16_refusal
 from prunebench.running.checkpoint import save_compressed
 from prunebench.running.config import Target
 from prunebench.running.precision import FP32, cpu_has_bf16, is_bf16
-from prunebench.running.provenance import git_commit
+from prunebench.running.provenance import environment, git_commit
 from prunebench.running.training import trainer_device
 from prunebench.running.usage import TrainUsage
 from prunebench.running.validate import weights_sha256
@@ -67,6 +67,7 @@ def identity(p: Pipeline) -> dict[str, Any]:
         "point_id": p.point_id,
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
+        "environment": environment(trainer_device(p.cfg["trainer"])),
         "task": p.task.name,
         "method": p.cfg["method"]["name"],
         "method_hparams": p.method.hparams(),
@@ -230,6 +231,7 @@ def completed(
             "recipe_hash": baseline_key(p.cfg, with_seed=False),
             "source": info["source"],
             "pretrained": info.get("pretrained"),
+            "trained_by": info.get("trained_by"),
             "val": {k: v for k, v in info["metrics"].items() if k.startswith("val/")},
             "test": {k: v for k, v in info["metrics"].items() if k.startswith("test/")},
         },

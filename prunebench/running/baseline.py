@@ -6,6 +6,7 @@ waits, then reads what the first wrote."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from prunebench.reporting.records import file_lock, write_atomic
+from prunebench.running.provenance import environment, git_commit
 
 log = logging.getLogger("prunebench")
 CACHE_FORMAT = 1
@@ -64,7 +66,9 @@ def load_or_train(
             other than 0: rank 0 holds the lock while every rank trains together, and writes).
 
     Returns:
-        ``{"hash", "source": "cache"|"trained", "path", "metrics"}``.
+        ``{"hash", "source": "cache"|"trained", "path", "metrics", "trained_by"}``;
+        ``trained_by`` is the ``provenance`` the training run stored beside the weights (its
+        commit, torch version, threads, processor, time), None for a file written before it was.
     """
     path = Path(cache_dir) / "baselines" / f"{key}.pt"
     if not writer:
@@ -85,6 +89,7 @@ def _load_or_train(model, path: Path, key: str, train, writer: bool) -> dict[str
                 "source": "cache",
                 "path": str(path),
                 "metrics": dict(blob["metrics"]),
+                "trained_by": blob.get("provenance"),
             }
         except Exception as exc:  # noqa: BLE001 — any unreadable cache is rebuilt
             log.warning("cached baseline %s is corrupt (%s); rebuilding it", path, exc)
@@ -92,9 +97,31 @@ def _load_or_train(model, path: Path, key: str, train, writer: bool) -> dict[str
                 f"warning: cached baseline {path} is corrupt ({type(exc).__name__}); rebuilding it"
             )
     metrics = train(model)
+    trained_by = provenance()
     if writer:
         buf = io.BytesIO()
-        blob = {"format": CACHE_FORMAT, "state_dict": model.state_dict(), "metrics": metrics}
+        blob = {
+            "format": CACHE_FORMAT,
+            "state_dict": model.state_dict(),
+            "metrics": metrics,
+            "provenance": trained_by,
+        }
         torch.save(blob, buf)
         write_atomic(path, buf.getvalue())
-    return {"hash": key, "source": "trained", "path": str(path), "metrics": metrics}
+    return {
+        "hash": key,
+        "source": "trained",
+        "path": str(path),
+        "metrics": metrics,
+        "trained_by": trained_by,
+    }
+
+
+def provenance() -> dict[str, Any]:
+    """Who trained a cached baseline: the code's commit, the environment, the time (UTC)."""
+    device = "cuda" if torch.cuda.is_initialized() else "cpu"
+    return {
+        "git_commit": git_commit(),
+        **environment(device),
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }

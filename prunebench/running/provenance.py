@@ -1,10 +1,14 @@
-"""Which code produced a record: the last commit that changed code."""
+"""Which code and which machine produced a record: the last commit that changed code, and the
+torch version, thread count and processor it ran with."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import torch
 
 
 def git_commit() -> str | None:
@@ -26,3 +30,30 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return (sha + ("+dirty" if dirty else "")) or None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` ("unknown" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """What the numbers may depend on beyond the code and the config: the torch version, the
+    intra-op thread count training ran with (float reductions split across threads sum in
+    another order), the processor, and the GPU when ``device`` is ``"cuda"``."""
+    env: dict[str, Any] = {
+        "torch": str(
+            torch.__version__
+        ),  # a plain str: the cache's weights-only load refuses TorchVersion
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
