@@ -26,7 +26,7 @@ from torch import nn
 
 from prunebench.method import CompressContext
 from prunebench.reporting.records import write_atomic
-from prunebench.running.provenance import cpu_model
+from prunebench.running.provenance import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE_NOTE = (
@@ -161,9 +161,7 @@ def peak_rss(args: list[str], env: dict | None = None) -> dict[str, float]:
 
 def meta() -> dict:
     return {
-        "torch": torch.__version__,
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
+        **environment(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "note": MACHINE_NOTE,

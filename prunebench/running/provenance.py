@@ -47,10 +47,9 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     """What the numbers may depend on beyond the code and the config: the torch version, the
     intra-op thread count training ran with (float reductions split across threads sum in
     another order), the processor, and the GPU when ``device`` is ``"cuda"``."""
+    # torch's version as a plain str: the baseline cache's weights-only load refuses TorchVersion
     env: dict[str, Any] = {
-        "torch": str(
-            torch.__version__
-        ),  # a plain str: the cache's weights-only load refuses TorchVersion
+        "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
         "cpu": cpu_model(),
     }
