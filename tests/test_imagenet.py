@@ -329,3 +329,40 @@ def test_plain_nets_tier_blocks_compose(tmp_path):
     paper = resolved("task=imagenet_vgg16", "budget=paper")
     assert _tier(paper)[1] == (90, 30, 10)
     assert paper["task"]["recipe"]["baseline"]["lr"] == 0.01
+
+
+def test_resnet50_cpu_tier_zero_inits_each_bottleneck_last_bn(tmp_path):
+    """The cpu tier starts ResNet-50's 16 bottlenecks as identities (bn3 scale 0, every other BN
+    scale 1); the paper tier keeps torchvision's default init; a plain net refuses the option."""
+    from omegaconf import OmegaConf
+
+    def model(budget: str) -> torch.nn.Module:
+        cfg = OmegaConf.to_container(
+            make_cfg(tmp_path, "task=imagenet_resnet50", f"budget={budget}"), resolve=True
+        )
+        return instantiate(cfg["task"], _convert_="all").build_model()
+
+    def bn_scale_sums(net: torch.nn.Module) -> tuple[float, float, int]:
+        bn3 = [
+            m.bn3.weight
+            for m in net.modules()
+            if isinstance(m, torchvision.models.resnet.Bottleneck)
+        ]
+        others = [
+            m.weight
+            for n, m in net.named_modules()
+            if isinstance(m, torch.nn.BatchNorm2d) and not n.endswith("bn3")
+        ]
+        return float(sum(w.sum() for w in bn3)), float(sum(w.sum() for w in others)), len(bn3)
+
+    cpu = bn_scale_sums(model("cpu"))
+    paper = bn_scale_sums(model("paper"))
+    # bn3 widths: 3 × 256 + 4 × 512 + 6 × 1024 + 3 × 2048 = 15,104.
+    assert paper[0] == 15_104 and paper[2] == cpu[2] == 16
+    assert cpu[0] == 0.0 and cpu[1] == paper[1]
+    import yaml
+
+    vgg = yaml.safe_load((ROOT / "conf" / "task" / "imagenet_vgg16.yaml").read_text())
+    vgg.pop("_target_")
+    with pytest.raises(ConfigError, match="zero_init_residual=true with task.arch='vgg16'"):
+        ImageNetClassification(**vgg, zero_init_residual=True)

@@ -52,6 +52,9 @@ class ImageNetClassification(Task):
         pretrained: a local torchvision state-dict file, ``torch_home`` to take
             ``$TORCH_HOME/hub/checkpoints/<torchvision's file name>``, or None (train).
         embedded: the stand-in's ``size`` (px) and ``scale_bands`` (classes = 10 × bands).
+        zero_init_residual: start each residual block's last BatchNorm scale at 0 (Goyal et al.
+            2017, torchvision's ``zero_init_residual``), so every block begins as the identity;
+            ResNets only. The ResNet-50 config sets it for its cpu tier alone.
         paper / cpu / smoke: the tiers' task-specific numbers (read by ``conf/budget``).
     """
 
@@ -67,6 +70,7 @@ class ImageNetClassification(Task):
         input_size: int = 224,
         pretrained: str | None = None,
         embedded: dict | None = None,
+        zero_init_residual: bool = False,
         paper: dict | None = None,
         cpu: dict | None = None,
         smoke: dict | None = None,
@@ -74,6 +78,12 @@ class ImageNetClassification(Task):
         super().__init__(name, recipe, paper)
         if arch not in ARCHS:
             raise ConfigError(f"task.arch={arch!r}; choices: {sorted(ARCHS)}")
+        if zero_init_residual and arch in PLAIN:
+            raise ConfigError(
+                f"task.zero_init_residual=true with task.arch={arch!r}: it has no residual "
+                f"blocks; choices: {sorted(set(ARCHS) - set(PLAIN))}"
+            )
+        self.zero_init_residual = bool(zero_init_residual)
         self.arch, self.num_classes, self.input_size = arch, num_classes, input_size
         self.pretrained = pretrained
         self.embedded = {"size": 64, "scale_bands": 2, **(embedded or {})}
@@ -86,7 +96,8 @@ class ImageNetClassification(Task):
                 )
 
     def build_model(self) -> nn.Module:
-        return ARCHS[self.arch][0](weights=None, num_classes=self.num_classes)
+        extra = {"zero_init_residual": True} if self.zero_init_residual else {}
+        return ARCHS[self.arch][0](weights=None, num_classes=self.num_classes, **extra)
 
     def pretrained_path(self) -> Path | None:
         """The state-dict file ``task.pretrained`` names, or None."""
