@@ -191,9 +191,21 @@ def test_compensation_beats_plain_pruning_of_the_same_channels(cap_run):
         assert ((comp(x) - ref) ** 2).mean() < ((plain(x) - ref) ** 2).mean()
 
 
-def test_same_inputs_same_plan_and_floor_mode_needs_no_target(cap_run):
+def test_same_inputs_same_plan_and_floor_mode_needs_no_target(cap_run, capsys):
     ctx, _ = _cap_context(_trained_like(20))
     assert CaP(search_steps=3, target_iters=3).compress(ctx).to_dict() == cap_run[2].to_dict()
+    # one progress line a search. Dense validation accuracy is 1.0, so acc_end bisects [0, 1];
+    # every search here prunes past the target, so the floor rises: 0.5, 0.75, 0.875; none
+    # lands within 0.01 and the top-up line follows
+    out = capsys.readouterr().out.splitlines()
+    lines = [ln for ln in out if ln.startswith("CaP: search")]
+    assert [ln.split(" · ")[:2] for ln in lines] == [
+        [f"CaP: search {k}/3", f"acc_end {a}"]
+        for k, a in ((1, "0.5000"), (2, "0.7500"), (3, "0.8750"))
+    ]
+    assert all(float(ln.split("MACs reduction ")[1].split()[0]) > 0.41 for ln in lines)
+    assert all("(target 0.4 ± 0.01)" in ln for ln in lines)
+    assert out[-1].startswith("CaP: no accuracy floor reached the target within 0.01 in 3 searches")
     ctx, _ = _cap_context(_trained_like(20))
     method = CaP(mode="floor", acc_drop=0.0, search_steps=3)
     assert method.uses_target is False
