@@ -36,6 +36,7 @@ from prunebench.reporting.leaderboard import (
     split_superseded,
 )
 from prunebench.reporting.markdown import render_markdown
+from prunebench.reporting.matching import baseline_conflicts
 from prunebench.reporting.plots import method_styles, plot_task
 from prunebench.reporting.records import write_atomic
 
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         else f"the run records of the user folder `{results}` (not the published ones)"
     )
     every_failed = failed_runs(current, args.task, args.tier, args.data)
+    for line in baseline_conflicts(current):
+        print(f"note: {line}", file=sys.stderr)
     for cell in stale_gaps(tables, gaps):
         print(
             f"note: {cell_name(cell)} has records now; drop its entry from the gaps file",

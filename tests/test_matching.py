@@ -4,11 +4,14 @@ match), the noise rule, and the newest-code-version rule."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from prunebench.reporting.headline import cell, headline, summary_words
-from prunebench.reporting.leaderboard import aggregate, split_superseded
+from prunebench.reporting.leaderboard import aggregate, load_records, split_superseded
 from prunebench.reporting.matching import (
+    baseline_conflicts,
     beyond_noise,
     control_specs,
     control_target,
@@ -223,3 +226,29 @@ def test_finetune_samples_joins_the_point_id_only_when_set(tmp_path):
     del cfg["budget"]["finetune_samples"]  # a config from before the key existed
     assert point_id(cfg) == plain
     assert pid("budget.finetune_samples=500") != plain != pid("budget.finetune_samples=0")
+
+
+def test_a_baseline_retrained_on_another_thread_count_is_never_paired():
+    # Same hash, other weights: ResNet-50's stand-in gave 34.65 % on one thread, 31.55 % on two.
+    m = rec(seed=0, top1=0.80)
+    other = control(seed=0, top1=0.70)
+    other["baseline"] = {
+        **other["baseline"],
+        "test": {"test/top1": 0.81},
+        "trained_by": {"threads": 2},
+    }
+    same = control(seed=0, top1=0.78)
+    assert pair(m, [other], "magnitude").status == "no matched control"
+    assert pair(m, [other, same], "magnitude").delta() == pytest.approx(0.02)
+    (line,) = baseline_conflicts([m, other, same, control(seed=1)])
+    assert line.startswith(
+        "cifar10_resnet20 (embedded, cpu) seed 0: records of baseline h0 disagree"
+    )
+    assert "threads 2" in line and '{"test/top1": 0.81}' in line and '{"test/top1": 0.85}' in line
+    assert baseline_conflicts([m, same]) == []
+
+
+def test_the_committed_records_of_one_baseline_share_its_weights():
+    records, problems = load_records(Path(__file__).resolve().parents[1] / "results")
+    assert not problems and len(records) > 100
+    assert baseline_conflicts(split_superseded(records)[0]) == []
