@@ -10,8 +10,8 @@ initialisation for the method's total epochs (Liu et al., ICLR 2019). scripts/co
 it out when the ``scratch`` method cannot build that architecture (TRP's low-rank pairs).
 
 Pairing (the leaderboard): a control record pairs with a method record of the same table when
-seed and baseline agree (hash and test metrics: the same weights), the achieved reductions are within ``MACS_TOLERANCE`` and the
-training matches; a control asked for this match that could not reach it (its target, or its
+seed and baseline agree (hash and test metrics: the same weights), the achieved reductions are
+within ``MACS_TOLERANCE`` and the training matches; a control asked for this match that could not reach it (its target, or its
 ``matched_to`` note when the command had to lower the target to a feasible one, is the method's
 achieved reduction) pairs as the *nearest feasible* one, and says so.
 """
@@ -162,14 +162,12 @@ class Pairing:
         return float(self.method["test"][k]) - float(self.control["test"][k])
 
 
-def same_baseline(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two records started from the same dense weights: the same baseline hash and the
-    same baseline test metrics. The hash covers the recipe, not the thread count, and bf16 sums
-    differ across thread counts, so a baseline retrained on another count shares the hash but
-    not the weights (ResNet-50's stand-in: 34.65 % on one thread, 31.55 % on two)."""
-    return a["baseline"]["hash"] == b["baseline"]["hash"] and a["baseline"].get("test") == b[
-        "baseline"
-    ].get("test")
+def baseline_weights(r: dict[str, Any]) -> tuple[str, str]:
+    """What identifies the dense weights a record started from: the baseline hash and its test
+    metrics. The hash covers the recipe, not the thread count, and bf16 sums differ across
+    thread counts, so a baseline retrained on another count shares the hash but not the weights
+    (ResNet-50's stand-in: 34.65 % on one thread, 31.55 % on two)."""
+    return r["baseline"]["hash"], json.dumps(r["baseline"].get("test"), sort_keys=True)
 
 
 def baseline_conflicts(records: list[dict[str, Any]]) -> list[str]:
@@ -179,10 +177,11 @@ def baseline_conflicts(records: list[dict[str, Any]]) -> list[str]:
     for r in records:
         if r["status"] != "ok" or not r.get("baseline"):
             continue
-        b = r["baseline"]
-        key = (r["task"], r["data_source"], r["budget"], b["hash"], r["seed"])
-        test = json.dumps(b.get("test"), sort_keys=True)
-        seen[key].setdefault(test, ((b.get("trained_by") or {}).get("threads"), r["point_id"]))
+        h, test = baseline_weights(r)
+        threads = (r["baseline"].get("trained_by") or {}).get("threads")
+        seen[(r["task"], r["data_source"], r["budget"], h, r["seed"])].setdefault(
+            test, (threads, r["point_id"])
+        )
     lines = []
     for (task, data, tier, h, seed), tests in sorted(seen.items()):
         if len(tests) > 1:
@@ -203,7 +202,7 @@ def pair(method: dict[str, Any], candidates: list[dict[str, Any]], kind: str) ->
         for c in candidates
         if c["method"] == kind
         and c["seed"] == method["seed"]
-        and same_baseline(c, method)
+        and baseline_weights(c) == baseline_weights(method)
         and training_matches(c, method)
     ]
     if not eligible:
